@@ -1,0 +1,32 @@
+"""The catalog: SQLAlchemy models, sessions and Alembic migrations."""
+
+from mida.catalog.db import Catalog, make_engine, migrate, open_catalog
+from mida.catalog.models import (
+    Base,
+    Collection,
+    Institution,
+    Instance,
+    Job,
+    Patient,
+    Provenance,
+    QuarantineEntry,
+    Series,
+    Study,
+)
+
+__all__ = [
+    "Base",
+    "Catalog",
+    "Collection",
+    "Institution",
+    "Instance",
+    "Job",
+    "Patient",
+    "Provenance",
+    "QuarantineEntry",
+    "Series",
+    "Study",
+    "make_engine",
+    "migrate",
+    "open_catalog",
+]

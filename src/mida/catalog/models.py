@@ -1,0 +1,202 @@
+"""SQLAlchemy 2 models of the catalog.
+
+Every row is de-identified: identifiers are pseudonyms produced by
+:mod:`mida.deid`, and source references are keyed hashes. Column names use
+DICOM keywords (``StudyInstanceUID``), as the standard's words are the ones
+users search with. Schema changes go through Alembic migrations
+(``mida/catalog/migrations``); the same models run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+
+
+class Institution(Base):
+    """A data provider (hospital, research centre); one per node at first."""
+
+    __tablename__ = "institution"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(256))
+    key_id: Mapped[str] = mapped_column(String(32))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    collections: Mapped[list[Collection]] = relationship(back_populates="institution")
+
+
+class Collection(Base):
+    """A named set of studies with one de-identification profile."""
+
+    __tablename__ = "collection"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"))
+    deid_profile: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    institution: Mapped[Institution] = relationship(back_populates="collections")
+
+
+class Patient(Base):
+    """A pseudonymous patient (``PatientID`` is the keyed pseudonym)."""
+
+    __tablename__ = "patient"
+    __table_args__ = (UniqueConstraint("institution_id", "PatientID"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"))
+    PatientID: Mapped[str] = mapped_column(String(64))
+    PatientSex: Mapped[str | None] = mapped_column(String(16))
+    PatientAge: Mapped[str | None] = mapped_column(String(8))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Study(Base):
+    __tablename__ = "study"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    StudyInstanceUID: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id"), index=True)
+    StudyDate: Mapped[dt.date | None] = mapped_column(index=True)
+    StudyTime: Mapped[str | None] = mapped_column(String(32))
+    AccessionNumber: Mapped[str | None] = mapped_column(String(64))
+    StudyID: Mapped[str | None] = mapped_column(String(64))
+    StudyDescription: Mapped[str | None] = mapped_column(String(256))
+    ModalitiesInStudy: Mapped[str | None] = mapped_column(String(128))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    patient: Mapped[Patient] = relationship()
+    collection: Mapped[Collection] = relationship()
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    SeriesInstanceUID: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    Modality: Mapped[str | None] = mapped_column(String(16), index=True)
+    SeriesNumber: Mapped[int | None] = mapped_column(Integer)
+    SeriesDescription: Mapped[str | None] = mapped_column(String(256))
+    BodyPartExamined: Mapped[str | None] = mapped_column(String(64))
+    Manufacturer: Mapped[str | None] = mapped_column(String(128))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    study: Mapped[Study] = relationship()
+
+
+class Instance(Base):
+    """One stored, de-identified SOP instance and its blob."""
+
+    __tablename__ = "instance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    SOPInstanceUID: Mapped[str] = mapped_column(String(64), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    SOPClassUID: Mapped[str] = mapped_column(String(64))
+    TransferSyntaxUID: Mapped[str] = mapped_column(String(64))
+    InstanceNumber: Mapped[int | None] = mapped_column(Integer)
+    Rows: Mapped[int | None] = mapped_column(Integer)
+    Columns: Mapped[int | None] = mapped_column(Integer)
+    NumberOfFrames: Mapped[int | None] = mapped_column(Integer)
+    blob_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    dataset: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    series: Mapped[Series] = relationship()
+
+
+class Provenance(Base):
+    """How an instance arrived; identifiers are keyed hashes, never originals."""
+
+    __tablename__ = "provenance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instance.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id"))
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_ref_hash: Mapped[str] = mapped_column(String(64))
+    source_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    original_uid_hash: Mapped[str] = mapped_column(String(64), index=True)
+    deid_profile: Mapped[str] = mapped_column(String(64))
+    deid_profile_version: Mapped[str] = mapped_column(String(32))
+    key_id: Mapped[str] = mapped_column(String(32))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class QuarantineEntry(Base):
+    """A file that could not be ingested safely; its original is kept aside."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("original_sha256", "reason"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id"))
+    collection_id: Mapped[int | None] = mapped_column(ForeignKey("collection.id"))
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    message: Mapped[str] = mapped_column(Text)
+    original_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_ref_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Job(Base):
+    """A unit of long-running work (an ingest run, a pull, an export)."""
+
+    __tablename__ = "job"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    started: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished: Mapped[dt.datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+Index("ix_study_patient_date", Study.patient_id, Study.StudyDate)
+
+__all__ = [
+    "Base",
+    "Collection",
+    "Institution",
+    "Instance",
+    "Job",
+    "Patient",
+    "Provenance",
+    "QuarantineEntry",
+    "Series",
+    "Study",
+]

@@ -1,0 +1,112 @@
+"""The one settings object for a mida node.
+
+Every setting comes from the environment with the prefix ``MIDA_`` (or a
+``.env`` file), is validated on assignment, and is derived from ``MIDA_HOME``
+when not given. Deployments differ by settings, never by code edits.
+
+Examples
+--------
+>>> s = Settings(home="/tmp/node")
+>>> s.database_url
+'sqlite:////tmp/node/catalog.sqlite'
+>>> s.storage_url
+'/tmp/node/blobs'
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Validated settings of a mida node (env prefix ``MIDA_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MIDA_", env_file=".env", extra="ignore", validate_assignment=True
+    )
+
+    home: Path = Field(default=Path("./mida-data"), description="Node folder (MIDA_HOME).")
+    database_url: str = Field(default="", description="SQLAlchemy URL; SQLite under home.")
+    storage_url: str = Field(default="", description="fsspec URL of the blob store.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="fsspec options as JSON, e.g. an S3 endpoint_url."
+    )
+    workers: int = Field(default_factory=_default_workers, ge=1, le=256)
+    # Ingest behaviour
+    batch_size: int = Field(default=200, ge=1, description="Catalog rows per transaction.")
+    max_in_flight: int = Field(default=0, ge=0, description="Queued files; 0 = 4 x workers.")
+    fsync: bool = Field(default=False, description="fsync each blob (power-loss safety).")
+    quarantine_encapsulated_documents: bool = True
+    pixel_risk_modalities: str = Field(
+        default="US,SC,OT,XC,ES,GM",
+        description="Modalities whose pixels may carry burned-in text when not marked NO.",
+    )
+    # Archive bounds (zip/tar): a member or archive over these is refused.
+    archive_max_members: int = Field(default=100_000, ge=1)
+    archive_max_member_bytes: int = Field(default=2 * 1024**3, ge=1)
+    archive_max_total_bytes: int = Field(default=64 * 1024**3, ge=1)
+    archive_max_ratio: float = Field(default=200.0, gt=1)
+    # Faces
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    deid_profile: str = "basic"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'catalog.sqlite'}")
+        if not self.storage_url:
+            object.__setattr__(self, "storage_url", str(self.home / "blobs"))
+        return self
+
+    @property
+    def key_file(self) -> Path:
+        """The de-identification key (mode 0600, never logged)."""
+        return self.home / "keys" / "deid.key"
+
+    @property
+    def node_file(self) -> Path:
+        """The node descriptor written by ``mida init``."""
+        return self.home / "node.json"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Protected area holding quarantined originals; never exported."""
+        return self.home / "quarantine"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def risk_modalities(self) -> frozenset[str]:
+        return frozenset(m.strip().upper() for m in self.pixel_risk_modalities.split(",") if m)
+
+    @property
+    def in_flight(self) -> int:
+        return self.max_in_flight or 4 * self.workers
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+__all__ = ["Settings", "get_settings"]

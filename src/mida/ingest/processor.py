@@ -1,0 +1,264 @@
+"""Turn one input's bytes into a stored, de-identified instance, or a quarantine.
+
+:class:`InstanceProcessor` is the single path every source feeds (files,
+archives, C-STORE, STOW-RS, PACS pull). It runs in worker processes and
+returns a small, de-identified :class:`Outcome` that the parent writes to
+the catalog. Order of work, chosen for crash safety: the blob is written
+(content-addressed, atomic, idempotent) before the catalog row, so a kill at
+any moment leaves at most an orphan blob that the next run re-registers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from sqlalchemy import Engine, select
+
+from mida.catalog.models import Instance, Provenance
+from mida.config import Settings
+from mida.deid import Deidentifier, Pseudonymizer, get_profile
+from mida.errors import QuarantineError, QuarantineReason
+from mida.ingest import parse
+from mida.storage.quarantine import QuarantineArea
+from mida.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input came from: a kind and a local reference (hashed before storage)."""
+
+    kind: str
+    ref: str
+
+
+@dataclass
+class Outcome:
+    """What happened to one input; carries only de-identified data."""
+
+    status: str  # stored | duplicate | quarantined
+    size: int
+    original_sha256: str
+    source_kind: str
+    source_ref_hash: str
+    reason: str | None = None
+    message: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _str(ds: Dataset, keyword: str) -> str | None:
+    v = ds.get(keyword)
+    if v is None or v == "":
+        return None
+    return str(v)
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        v = ds.get(keyword)
+        return int(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _bulk_uri(elem: Any) -> str:
+    return f"bulkdata/{int(elem.tag):08X}"
+
+
+def dataset_json(ds: Dataset) -> dict[str, Any]:
+    """DICOM JSON (PS3.18 F.2) of every retained attribute; bulk data by reference."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ds.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=_bulk_uri)
+
+
+def record_of(ds: Dataset) -> dict[str, Any]:
+    """Catalog columns of a de-identified dataset."""
+    modality = _str(ds, "Modality")
+    return {
+        "patient": {
+            "PatientID": _str(ds, "PatientID") or "",
+            "PatientSex": _str(ds, "PatientSex"),
+            "PatientAge": _str(ds, "PatientAge"),
+        },
+        "study": {
+            "StudyInstanceUID": str(ds.StudyInstanceUID),
+            "StudyDate": _str(ds, "StudyDate"),
+            "StudyTime": _str(ds, "StudyTime"),
+            "AccessionNumber": _str(ds, "AccessionNumber"),
+            "StudyID": _str(ds, "StudyID"),
+            "StudyDescription": _str(ds, "StudyDescription"),
+        },
+        "series": {
+            "SeriesInstanceUID": str(ds.SeriesInstanceUID),
+            "Modality": modality,
+            "SeriesNumber": _int(ds, "SeriesNumber"),
+            "SeriesDescription": _str(ds, "SeriesDescription"),
+            "BodyPartExamined": _str(ds, "BodyPartExamined"),
+            "Manufacturer": _str(ds, "Manufacturer"),
+        },
+        "instance": {
+            "SOPInstanceUID": str(ds.SOPInstanceUID),
+            "SOPClassUID": str(ds.SOPClassUID),
+            "TransferSyntaxUID": str(ds.file_meta.TransferSyntaxUID),
+            "InstanceNumber": _int(ds, "InstanceNumber"),
+            "Rows": _int(ds, "Rows"),
+            "Columns": _int(ds, "Columns"),
+            "NumberOfFrames": _int(ds, "NumberOfFrames"),
+            "dataset": dataset_json(ds),
+        },
+    }
+
+
+def _ensure_file_meta(ds: Dataset) -> None:
+    """Give a bare dataset the file meta it was implicitly encoded with."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = FileMetaDataset()
+        ds.file_meta = meta
+    if "TransferSyntaxUID" not in meta:
+        implicit, little = ds.original_encoding
+        if implicit:
+            meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        else:
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    ts = UID(str(meta.TransferSyntaxUID))
+    if not ts.is_transfer_syntax:
+        raise QuarantineError(
+            QuarantineReason.MALFORMED,
+            f"transfer syntax {ts} is not one that can be read and written here",
+        )
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+class InstanceProcessor:
+    """Parse, validate, de-identify and store one input.
+
+    Parameters
+    ----------
+    settings
+        The node's settings.
+    key
+        The de-identification key.
+    profile
+        Name of the de-identification profile (the collection's).
+    store
+        The blob store.
+    engine
+        Catalog engine used read-only, to skip inputs already ingested.
+    """
+
+    def __init__(
+        self, settings: Settings, key: bytes, profile: str, store: BlobStore, engine: Engine
+    ) -> None:
+        self.settings = settings
+        self.profile = get_profile(profile)
+        self.deid = Deidentifier(key, self.profile)
+        self.pseudo = Pseudonymizer(key)
+        self.store = store
+        self.engine = engine
+        self.quarantine = QuarantineArea(settings.quarantine_dir)
+
+    # -- lookups ------------------------------------------------------------
+    def _known_source(self, source_digest: str) -> bool:
+        with self.engine.connect() as c:
+            q = select(Provenance.id).where(Provenance.source_digest == source_digest).limit(1)
+            return c.execute(q).first() is not None
+
+    def _known_instance(self, sop_uid: str) -> bool:
+        with self.engine.connect() as c:
+            q = select(Instance.id).where(Instance.SOPInstanceUID == sop_uid).limit(1)
+            return c.execute(q).first() is not None
+
+    # -- work ---------------------------------------------------------------
+    def process(self, data: bytes, source: Source) -> Outcome:
+        """Process one input; never raises for a bad input (it is quarantined)."""
+        sha = hashlib.sha256(data).hexdigest()
+        ref_hash = self.pseudo.keyed_hash(source.ref)
+        base = {"size": len(data), "original_sha256": sha, "source_kind": source.kind,
+                "source_ref_hash": ref_hash}
+        source_digest = self.pseudo.keyed_hash(sha)
+        if self._known_source(source_digest):
+            return Outcome("duplicate", **base)
+        try:
+            return self._ingest(data, source_digest, base)
+        except QuarantineError as exc:
+            return self.to_quarantine(data, source, exc.reason, exc.message, base)
+        except Exception as exc:  # a bug or an unforeseen encoding: keep the file, say so
+            log.exception("unexpected %s while ingesting (kept in quarantine)",
+                          type(exc).__name__)
+            return self.to_quarantine(
+                data, source, QuarantineReason.INTERNAL,
+                f"unexpected {type(exc).__name__} while ingesting; please report it", base,
+            )
+
+    def to_quarantine(
+        self, data: bytes | None, source: Source, reason: QuarantineReason, message: str,
+        base: dict[str, Any], *, file: str | None = None,
+    ) -> Outcome:
+        self.quarantine.keep(base["original_sha256"], data=data, file=file,
+                             source_ref=source.ref, source_kind=source.kind)
+        return Outcome("quarantined", reason=reason.value, message=message, **base)
+
+    def _ingest(self, data: bytes, source_digest: str, base: dict[str, Any]) -> Outcome:
+        if data[:4] == b"PK\x03\x04" or data[:2] == b"\x1f\x8b":
+            raise QuarantineError(
+                QuarantineReason.NOT_DICOM,
+                "a nested archive: archives inside archives are not opened (to bound "
+                "expansion); extract it and ingest the result",
+            )
+        ds = parse.read_dataset(data)
+        parse.touch_all(ds)
+        parse.validate(ds, quarantine_documents=self.settings.quarantine_encapsulated_documents)
+        _ensure_file_meta(ds)
+        ts = UID(str(ds.file_meta.TransferSyntaxUID))
+        if parse.needs_pixel_cleaning(ds, self.settings.risk_modalities):
+            parse.check_decodable(ds)
+            raise QuarantineError(
+                QuarantineReason.BURNED_IN_TEXT,
+                "pixels may carry burned-in identifying text (BurnedInAnnotation is YES, or "
+                f"missing for modality {_str(ds, 'Modality') or 'unknown'}) and no pixel-cleaning "
+                "rule covers this image",
+            )
+        if ts.is_compressed and "PixelData" in ds:
+            parse.check_decodable(ds)
+        original_uid_hash = self.pseudo.keyed_hash(str(ds.SOPInstanceUID))
+        self.deid.apply(ds)
+        sop_uid = str(ds.SOPInstanceUID)
+        if self._known_instance(sop_uid):
+            return Outcome("duplicate", **base)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.save_as(buf, enforce_file_format=True)
+        out = buf.getvalue()
+        ref = self.store.put(out)
+        record = record_of(ds)
+        record["blob"] = {"sha256": ref.digest, "size": ref.size}
+        record["provenance"] = {
+            "source_digest": source_digest,
+            "original_uid_hash": original_uid_hash,
+            "deid_profile": self.profile.name,
+            "deid_profile_version": self.profile.version,
+            "key_id": self.pseudo.key_id,
+        }
+        return Outcome("stored", record=record, **base)
+
+
+__all__ = ["InstanceProcessor", "Outcome", "Source", "dataset_json", "record_of"]

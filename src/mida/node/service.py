@@ -1,0 +1,141 @@
+"""Create and open a mida node.
+
+A node is one ``MIDA_HOME``: a descriptor (``node.json``), a secret
+de-identification key (``keys/deid.key``, mode 0600), the catalog and the
+blob store. The key never leaves the key file: only its id (a hash prefix)
+is stored, logged or shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from mida.catalog import Catalog, Institution, open_catalog
+from mida.config import Settings
+from mida.errors import AlreadyInitializedError, ConfigError, NotInitializedError
+from mida.storage import BlobStore, open_store
+
+
+def key_id_of(key: bytes) -> str:
+    """The public id of a key: 16 hex characters of its sha256."""
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+@dataclass
+class Node:
+    """An opened node."""
+
+    settings: Settings
+    institution_code: str
+    institution_name: str
+    key_id: str
+
+    def key(self) -> bytes:
+        """Read the secret key (callers must never log or store it)."""
+        return _read_key(self.settings.key_file)
+
+    def catalog(self) -> Catalog:
+        return open_catalog(self.settings.database_url)
+
+    def store(self) -> BlobStore:
+        return open_store(
+            self.settings.storage_url,
+            fsync=self.settings.fsync,
+            storage_options=self.settings.storage_options or None,
+        )
+
+    def institution_id(self) -> int:
+        with self.catalog().session() as s:
+            inst = s.scalar(select(Institution).where(Institution.code == self.institution_code))
+            if inst is None:
+                raise NotInitializedError(str(self.settings.home))
+            return inst.id
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"the de-identification key {path} is readable by others (mode {mode:o}): "
+                f"run 'chmod 600 {path}'"
+            )
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError as exc:
+        raise NotInitializedError(str(path.parent.parent)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"the de-identification key {path} is corrupt") from exc
+
+
+def _write_key(path: Path, key: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+
+
+def init_node(
+    settings: Settings, code: str, name: str, *, key: bytes | None = None
+) -> Node:
+    """Create the node: folders, key, catalog schema and institution row.
+
+    Parameters
+    ----------
+    settings
+        Where the node lives.
+    code, name
+        The institution's short code (e.g. ``NTUH``) and full name.
+    key
+        A project key to share pseudonyms with other sites; a fresh random
+        256-bit key is generated when omitted.
+    """
+    if settings.node_file.exists():
+        raise AlreadyInitializedError(
+            f"a node already exists at {settings.home}; use another MIDA_HOME to create a new one"
+        )
+    if not code.replace("-", "").replace("_", "").isalnum() or len(code) > 32:
+        raise ConfigError(f"institution code {code!r} must be 1-32 letters, digits, - or _")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    for sub in (settings.quarantine_dir, settings.log_dir):
+        sub.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.quarantine_dir, 0o700)
+    if not settings.key_file.exists():
+        _write_key(settings.key_file, key or secrets.token_bytes(32))
+    kid = key_id_of(_read_key(settings.key_file))
+    catalog = open_catalog(settings.database_url)
+    catalog.migrate()
+    with catalog.session() as s:
+        inst = s.scalar(select(Institution).where(Institution.code == code))
+        if inst is None:
+            s.add(Institution(code=code, name=name, key_id=kid))
+    open_store(settings.storage_url, storage_options=settings.storage_options or None)
+    tmp = settings.node_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"institution": code, "name": name, "key_id": kid}, indent=2))
+    os.replace(tmp, settings.node_file)
+    return Node(settings, code, name, kid)
+
+
+def load_node(settings: Settings) -> Node:
+    """Open an initialised node, or explain how to create one."""
+    try:
+        info = json.loads(settings.node_file.read_text())
+    except FileNotFoundError as exc:
+        raise NotInitializedError(str(settings.home)) from exc
+    node = Node(settings, info["institution"], info["name"], info["key_id"])
+    if key_id_of(node.key()) != node.key_id:
+        raise ConfigError(
+            f"the key in {settings.key_file} does not match this node (key id {node.key_id}); "
+            "restore the original key file"
+        )
+    return node
+
+
+__all__ = ["Node", "init_node", "key_id_of", "load_node"]
