@@ -60,7 +60,8 @@ class MidaRunner:
         self.binary = binary
         self.workers = workers
         self.home = workdir / "home"
-        self.env = {**os.environ, "MIDA_HOME": str(self.home)}
+        # Wide, colourless console output keeps the logs (and error notes) readable.
+        self.env = {**os.environ, "MIDA_HOME": str(self.home), "COLUMNS": "200", "NO_COLOR": "1"}
 
     def _run(self, args: list[str], log_name: str, timeout_s: float) -> str:
         """Run a short CLI command to completion and return its stdout."""

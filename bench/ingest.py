@@ -200,7 +200,9 @@ class Bench:
                 _settle()
                 self.log(f"corpus {name}: {method} ...")
                 row = runners[method](corpus)
-                self.log(f"corpus {name}: {method} {row.status} {_rate(row)} {row.note[:200]}")
+                self.log(
+                    f"corpus {name}: {method} {row.status} {_rate(row)} {_last_line(row.note)}"
+                )
                 rows.append(row)
         return corpus_report(corpus, rows)
 
@@ -311,6 +313,14 @@ def _settle() -> None:
     time.sleep(1.0)
 
 
+def _last_line(text: str, width: int = 160) -> str:
+    """The line of a (multi-line) note that names the error, else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error:" in line]
+    picked = (errors or lines or [""])[-1]
+    return picked[:width]
+
+
 def _rate(row: MethodResult) -> str:
     return "" if row.inst_per_s is None else f"{row.inst_per_s:.1f} inst/s"
 
@@ -417,7 +427,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{_fmt(row['peak_rss_mib'], 0):>14}{_fmt(row['vs_faster_orthanc'], 2):>18}"
         )
         if row["status"] != "ok" and row["note"]:
-            print(f"    note: {row['note'].splitlines()[0][:160]}")
+            print(f"    note: {_last_line(row['note'])}")
     for check, verdict in report["checks"].items():
         print(f"  target {check}: {verdict.upper()}")
 

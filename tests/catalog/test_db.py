@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from mida.catalog import Catalog, Collection, Institution, Instance, Patient, Series, Study
+from mida.catalog import Catalog, Collection, Instance, Institution, Patient, Series, Study
 from mida.catalog.db import alembic_config
 from mida.catalog.query import list_level, parse_date_range, show_uid
 from mida.catalog.service import get_or_create_collection, start_job, stats

@@ -10,7 +10,7 @@ users search with. Schema changes go through Alembic migrations
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -41,7 +41,10 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        dt.datetime: DateTime(timezone=True),
+    }
 
 
 class Institution(Base):
@@ -191,8 +194,8 @@ Index("ix_study_patient_date", Study.patient_id, Study.StudyDate)
 __all__ = [
     "Base",
     "Collection",
-    "Institution",
     "Instance",
+    "Institution",
     "Job",
     "Patient",
     "Provenance",

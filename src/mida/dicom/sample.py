@@ -491,38 +491,43 @@ def _body_labels(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
     0 air, 1 fat, 2 soft tissue, 3 liver, 4 bone, 5 lung, 6 lesion, 7 aorta,
     8 kidney. Image left is the patient's right (LPS, as displayed).
     """
-    axis = (np.arange(size) + 0.5) / size * 2 - 1
+    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1).astype(np.float32)
     y, x = np.meshgrid(axis, axis, indexing="ij")
-    theta = np.arctan2(y, x)
+
+    def ellipse(cx: float, cy: float, a: float, b: float) -> np.ndarray:
+        return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2
+
     labels = np.zeros((n, size, size), dtype=np.uint8)
-    phase = float(rng.uniform(0, 2 * np.pi))
+    r_liver = 1 + 0.08 * np.sin(3 * np.arctan2(y, x) + float(rng.uniform(0, 2 * np.pi)))
+    body, inner = ellipse(0, 0.05, 0.86, 0.62), ellipse(0, 0.05, 0.79, 0.55)
+    lungs = np.minimum(ellipse(-0.45, 0.2, 0.22, 0.28), ellipse(0.45, 0.2, 0.22, 0.28))
+    kidneys = np.minimum(ellipse(-0.42, 0.33, 0.11, 0.16), ellipse(0.42, 0.33, 0.11, 0.16))
+    lesion = ellipse(-0.38, -0.08, 1, 1)
+    aorta = ellipse(0.07, 0.27, 0.045, 0.045) < 1
+    vertebra = ellipse(0, 0.45, 0.085, 0.085) < 1
+    canal = ellipse(0, 0.45, 0.05, 0.05) < 1
+    process = ellipse(0, 0.37, 0.035, 0.035) < 1
     for k in range(n):
-        t = k / max(n - 1, 1)  # 0 at the dome, 1 at the kidneys
-        s = 1 + 0.03 * np.sin(2 * np.pi * t)
+        t = k / max(n - 1, 1)  # 0 at the liver dome, 1 at the kidneys
+        s2 = (1 + 0.03 * np.sin(2 * np.pi * t)) ** -2
         lab = labels[k]
-        lab[((x / (0.86 * s)) ** 2 + ((y - 0.05) / (0.62 * s)) ** 2) < 1] = 1
-        lab[((x / (0.79 * s)) ** 2 + ((y - 0.05) / (0.55 * s)) ** 2) < 1] = 2
-        lung = max(0.0, 0.32 - 0.8 * t)
-        for cx in (-0.42, 0.42):
-            lab[((x - cx) / 0.3) ** 2 + ((y - 0.05) / 0.4) ** 2 < (lung / 0.32) ** 2] = 5
+        lab[body < s2] = 1
+        lab[inner < s2] = 2
+        lab[lungs < max(0.0, 1 - 2.5 * t) ** 2] = 5  # lung bases, posterior
         grow = 0.55 + 0.45 * np.sin(np.pi * min(1.0, 0.25 + t))
-        r_liver = 1 + 0.08 * np.sin(3 * theta + phase)
-        liver = ((x + 0.33) / (0.38 * grow)) ** 2 + ((y + 0.02) / (0.33 * grow)) ** 2
-        lab[(liver < r_liver) & (lab == 2)] = 3
+        lab[(ellipse(-0.33, -0.02, 0.38 * grow, 0.33 * grow) < r_liver) & (lab == 2)] = 3
         if 0.2 <= t <= 0.7:
-            lab[((x + 0.38) ** 2 + (y + 0.08) ** 2) < (0.07 * (1 - abs(t - 0.45) * 2)) ** 2] = 6
+            lab[lesion < (0.07 * (1 - abs(t - 0.45) * 2)) ** 2] = 6
         if t >= 0.5:
-            for cx in (-0.42, 0.42):
-                lab[((x - cx) / 0.11) ** 2 + ((y - 0.33) / 0.16) ** 2 < 1] = 8
-        lab[((x - 0.07) ** 2 + (y - 0.27) ** 2) < 0.045**2] = 7
-        spine = (x**2 + (y - 0.45) ** 2) < 0.085**2
-        lab[spine] = 4
-        lab[(x**2 + (y - 0.37) ** 2) < 0.035**2] = 4
-        lab[spine & ((x**2 + (y - 0.45) ** 2) < 0.05**2)] = 2
+            lab[kidneys < 1] = 8
+        lab[aorta] = 7
+        lab[vertebra | process] = 4
+        lab[canal] = 2
     return labels
 
 
-_CT_HU = np.array([-1000, -100, 40, 62, 700, -850, 25, 45, 35], dtype=np.float32)
+# portal venous phase: enhancing liver, aorta and kidneys, hypodense lesion
+_CT_HU = np.array([-1000, -100, 50, 110, 700, -850, 45, 160, 180], dtype=np.float32)
 _MR_T1 = np.array([0, 900, 350, 460, 300, 15, 240, 80, 320], dtype=np.float32)
 
 
@@ -559,10 +564,27 @@ def _cr_pixels(size: int, rng: np.random.Generator) -> np.ndarray:
         img[lung] = 3000 - 250 * (y[lung] + 0.6)
         ribs = lung & (np.sin(y * 26 + np.abs(x) * 6) > 0.55)
         img[ribs] -= 550
-    img[(np.abs(x) < 0.1) & (y > -0.8)] = 900
+    img[(np.abs(x) < 0.06 + 0.05 * np.clip(y, 0, 1)) & (y > -0.85)] = 900
     img[((x - 0.1) / 0.28) ** 2 + ((y - 0.3) / 0.25) ** 2 < 1] = 1100
+    img = _box_blur(img, max(3, size // 64))
     img += rng.standard_normal(img.shape, dtype=np.float32) * 40
     return np.clip(np.rint(img), 0, 4095).astype(np.uint16)
+
+
+def _box_blur(img: np.ndarray, width: int) -> np.ndarray:
+    """Separable moving average (edge-padded), to soften the phantom's edges."""
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (width // 2 + 1, width - width // 2 - 1)
+        c = np.cumsum(np.pad(img, pad, mode="edge"), axis=axis, dtype=np.float64)
+        img = (
+            (
+                np.take(c, range(width, c.shape[axis]), axis)
+                - np.take(c, range(0, c.shape[axis] - width), axis)
+            )
+            / width
+        ).astype(np.float32)
+    return img
 
 
 def _us_pixels(rng: np.random.Generator) -> np.ndarray:
@@ -606,7 +628,7 @@ class _Study:
 
 
 _STUDY_TEXT = {
-    "CT": ("CT ABDOMEN W/O CONTRAST", "ABDOMEN", "Abdomen 5mm"),
+    "CT": ("CT ABDOMEN WITH CONTRAST", "ABDOMEN", "Abdomen PV 5mm"),
     "MR": ("MRI LIVER", "ABDOMEN", "t1_se_tra"),
     "CR": ("CHEST PA", "CHEST", "Chest PA"),
     "US": ("US ABDOMEN", "ABDOMEN", "Abdomen"),
@@ -775,7 +797,7 @@ class _Writer:
         ds.PerformingPhysicianName = p.person("other", pt.staff[2])
         ds.OperatorsName = p.person("other", pt.staff[3])
         ds.StationName = p("other", f"{h.code}-{st.modality}01")
-        ds.DeviceSerialNumber = p("other", _serial(h.code, st.modality))
+        ds.DeviceSerialNumber = p("other", st.modality + _serial(h.code, st.modality))
 
     def _instance(
         self, ds: Dataset, st: _Study, sop_uid: str, number: int, time: str, comment: str

@@ -1,6 +1,6 @@
 """The one ingest pipeline every source feeds."""
 
-from mida.ingest.pipeline import IngestSummary, Ingestor, ingest_paths
+from mida.ingest.pipeline import Ingestor, IngestSummary, ingest_paths
 from mida.ingest.processor import InstanceProcessor, Outcome, Source
 
 __all__ = [

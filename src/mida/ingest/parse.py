@@ -53,13 +53,12 @@ def read_dataset(data: bytes) -> Dataset:
         except InvalidDicomError as exc:
             raise _q(QuarantineReason.NOT_DICOM, "no DICOM preamble or file meta") from exc
         except (EOFError, OSError) as exc:
-            raise _q(QuarantineReason.TRUNCATED, f"the file ends early ({len(data)} bytes)") from exc
-        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError) as exc:
+            msg = f"the file ends early ({len(data)} bytes)"
+            raise _q(QuarantineReason.TRUNCATED, msg) from exc
+        except Exception as exc:  # pydicom raises many types on broken encodings
             reason = QuarantineReason.NOT_DICOM if forced else QuarantineReason.MALFORMED
-            raise _q(reason, f"the DICOM encoding could not be parsed ({type(exc).__name__})") from exc
-        except Exception as exc:
-            reason = QuarantineReason.NOT_DICOM if forced else QuarantineReason.MALFORMED
-            raise _q(reason, f"the DICOM encoding could not be parsed ({type(exc).__name__})") from exc
+            name = type(exc).__name__
+            raise _q(reason, f"the DICOM encoding could not be parsed ({name})") from exc
     if forced and not _plausible(ds):
         raise _q(QuarantineReason.NOT_DICOM, "no DICOM preamble and no recognisable data elements")
     return ds

@@ -26,8 +26,8 @@ from mida.config import Settings
 from mida.deid import Deidentifier, Pseudonymizer, get_profile
 from mida.errors import QuarantineError, QuarantineReason
 from mida.ingest import parse
-from mida.storage.quarantine import QuarantineArea
 from mida.storage import BlobStore
+from mida.storage.quarantine import QuarantineArea
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from mida.catalog.models import Collection, QuarantineEntry, utcnow
 from mida.errors import NotFoundError
 from mida.ingest.pipeline import Ingestor
 from mida.ingest.processor import Source
-from mida.storage.quarantine import QuarantineArea
 from mida.ingest.sources import archive_kind
 from mida.ingest.writer import CatalogWriter
 from mida.node import Node
+from mida.storage.quarantine import QuarantineArea
 
 
 def entry_dict(e: QuarantineEntry, collection: str | None = None) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from mida.catalog.models import Instance, Patient, Provenance, QuarantineEntry, Series, Study
-from mida.storage.quarantine import QuarantineArea
 from mida.node.service import Node
+from mida.storage.quarantine import QuarantineArea
 
 
 @dataclass

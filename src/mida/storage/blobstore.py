@@ -27,6 +27,7 @@ b'hello'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -191,10 +192,8 @@ class BlobStore:
 
     def delete(self, digest: str) -> None:
         """Remove a blob (used only by ``fsck --repair`` on orphans)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path(digest))
-        except FileNotFoundError:
-            pass
 
     def iter_digests(self) -> Iterator[str]:
         """Every digest in the store (order unspecified)."""

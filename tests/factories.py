@@ -1,0 +1,83 @@
+"""Small DICOM files built in code for tests (no large fixtures committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+PHI = {
+    "name": "Lin^Wen-Hsiung",
+    "pid": "A123456789",
+    "birth": "19610214",
+    "address": "No. 7, Lane 12, Heping East Road, Taipei",
+    "phone": "0912-345-678",
+}
+
+
+def make_dataset(**overrides: Any) -> Dataset:
+    """A small valid CT instance with planted PHI."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = overrides.pop("StudyInstanceUID", None) or generate_uid()
+    ds.SeriesInstanceUID = overrides.pop("SeriesInstanceUID", None) or generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PatientName = PHI["name"]
+    ds.PatientID = PHI["pid"]
+    ds.PatientBirthDate = PHI["birth"]
+    ds.PatientSex = "M"
+    ds.PatientAddress = PHI["address"]
+    ds.PatientTelephoneNumbers = PHI["phone"]
+    ds.StudyDate = "20240305"
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = "ACC20240305"
+    ds.Modality = "CT"
+    ds.InstanceNumber = 1
+    ds.SeriesNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.PixelData = (np.arange(256, dtype=np.int16) * 3).tobytes()
+    for k, v in overrides.items():
+        if v is None:
+            if k in ds:
+                delattr(ds, k)
+        else:
+            setattr(ds, k, v)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def write(path: Path, ds: Dataset | None = None, **overrides: Any) -> Path:
+    ds = ds if ds is not None else make_dataset(**overrides)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def make_pdf(path: Path) -> Path:
+    ds = make_dataset(Modality="DOC", PixelData=None, Rows=None, Columns=None,
+                      BitsAllocated=None, BitsStored=None, HighBit=None,
+                      PixelRepresentation=None, SamplesPerPixel=None,
+                      PhotometricInterpretation=None, RescaleIntercept=None,
+                      RescaleSlope=None)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4 report for Lin Wen-Hsiung\n"
+    return write(path, ds)

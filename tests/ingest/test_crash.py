@@ -1,0 +1,66 @@
+"""kill -9 at random moments during ingest; the rerun completes exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+MIDA = [sys.executable, "-m", "mida.cli.main"]
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MIDA, *args], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_rerun_is_consistent(tmp_path: Path) -> None:
+    from mida.dicom.sample import generate
+
+    corpus = tmp_path / "corpus"
+    generate(corpus, 6, seed=3, ct_slices=24, ct_size=128, mr_slices=6, mr_size=64)
+    env = {**os.environ, "MIDA_HOME": str(tmp_path / "node"), "MIDA_WORKERS": "2",
+           "MIDA_BATCH_SIZE": "7"}
+    ref_env = {**env, "MIDA_HOME": str(tmp_path / "reference")}
+    for e in (env, ref_env):
+        assert _run(e, "init", "--institution", "T", "--name", "T").returncode == 0
+    ref = _run(ref_env, "ingest", str(corpus), "--collection", "c", "--json")
+    assert ref.returncode == 0, ref.stderr
+    expected = json.loads(ref.stdout)
+    assert expected["stored"] > 100
+
+    rng = random.Random(20261128)
+    kills = 0
+    for _ in range(5):
+        proc = subprocess.Popen([*MIDA, "ingest", str(corpus), "--collection", "c", "--json"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(0.8, 4.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    assert kills >= 2, "the ingest finished before it could be killed; grow the corpus"
+
+    final = _run(env, "ingest", str(corpus), "--collection", "c", "--json")
+    assert final.returncode == 0, final.stderr
+    stats = json.loads(_run(env, "stats", "--json").stdout)
+    ref_stats = json.loads(_run(ref_env, "stats", "--json").stdout)
+    for k in ("patients", "studies", "series", "instances", "bytes", "quarantined"):
+        assert stats[k] == ref_stats[k], k
+    # Byte-identical results: the same instances and blobs as an uninterrupted run.
+    ls = json.loads(_run(env, "ls", "instances", "--json", "--limit", "100000").stdout)
+    ref_ls = json.loads(_run(ref_env, "ls", "instances", "--json", "--limit", "100000").stdout)
+    assert sorted(r["SOPInstanceUID"] for r in ls) == sorted(r["SOPInstanceUID"] for r in ref_ls)
+    fsck = _run(env, "fsck", "--json", "--grace", "0", "--repair")
+    report = json.loads(fsck.stdout)
+    assert report["orphan_blobs"] == 0 and report["missing_blobs"] == 0
+    assert _run(env, "fsck", "--grace", "0").returncode == 0
