@@ -24,8 +24,8 @@ def make_dataset(**overrides: Any) -> Dataset:
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = overrides.pop("StudyInstanceUID", None) or generate_uid()
-    ds.SeriesInstanceUID = overrides.pop("SeriesInstanceUID", None) or generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
     ds.PatientName = PHI["name"]
     ds.PatientID = PHI["pid"]

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    deid_profile: str = "basic"
+    deid_profile: str = Field(
+        default="default", description="De-identification profile for new collections."
+    )
 
     @field_validator("home", mode="after")
     @classmethod

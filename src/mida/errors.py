@@ -68,6 +68,7 @@ class QuarantineReason(enum.StrEnum):
     TRUNCATED = "truncated"
     BAD_VR = "bad_vr"
     MALFORMED = "malformed"
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
     MISSING_UID = "missing_uid"
     PIXEL_UNDECODABLE = "pixel_undecodable"
     BURNED_IN_TEXT = "burned_in_text"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -29,7 +32,14 @@ from mida.dicom.sample import (
     render_text,
 )
 
-SMALL = {"ct_slices": 3, "ct_size": 64, "mr_slices": 2, "mr_size": 48}
+
+def small(out: Path, patients: int, seed: int = 0, **kwargs: Any) -> SampleManifest:
+    """Generate with small images, so the suite stays fast."""
+    return generate(
+        out, patients, seed=seed, ct_slices=3, ct_size=64, mr_slices=2, mr_size=48, **kwargs
+    )
+
+
 SOP_CLASS = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",
     "MR": "1.2.840.10008.5.1.4.1.1.4",
@@ -68,7 +78,7 @@ def values(elem: DataElement) -> list[str]:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleManifest]:
     out = tmp_path_factory.mktemp("sample") / "out"
-    return out, generate(out, patients=4, seed=3, **SMALL)
+    return out, small(out, patients=4, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +104,26 @@ def test_no_phi_in_paths(archive: tuple[Path, SampleManifest]) -> None:
     strings = manifest.phi_strings()
     for rel in manifest.files:
         assert not [s for s in strings if s in rel]
+
+
+def test_manifest_keeps_paths_under_files_keys(archive: tuple[Path, SampleManifest]) -> None:
+    """Leak scans collect every JSON string but those under "files"; none may be a path."""
+
+    def strings(node: object) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key not in ("files", "counts"):
+                    yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+        elif isinstance(node, str):
+            yield node
+
+    root, manifest = archive
+    data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    paths = {rel.rsplit("/", n)[0] for rel in manifest.files for n in range(4)}
+    assert not [s for s in strings(data) if s in paths or s.endswith(".dcm")]
 
 
 def test_every_file_decodes_with_the_right_class_shape_and_dtype(
@@ -150,7 +180,7 @@ def test_cross_section_geometry_is_consistent(datasets: dict[str, Dataset]) -> N
         series.sort(key=lambda d: d.InstanceNumber)
         sops = {d.SOPInstanceUID for d in series}
         assert len({d.FrameOfReferenceUID for d in series}) == 1
-        for a, b in zip(series, series[1:], strict=False):
+        for a, b in itertools.pairwise(series):
             assert [float(v) for v in a.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
             assert a.ImagePositionPatient[:2] == b.ImagePositionPatient[:2]
             step = float(a.ImagePositionPatient[2]) - float(b.ImagePositionPatient[2])
@@ -201,7 +231,7 @@ def test_every_identifying_value_is_in_the_manifest(
 ) -> None:
     _, manifest = archive
     listed = set(manifest.phi_strings())
-    unlisted = set()
+    unlisted: set[str] = set()
     for ds in datasets.values():
         for _, elem in walk(ds):
             private = elem.tag.is_private and not elem.tag.is_private_creator
@@ -280,12 +310,13 @@ def test_patients_have_studies_on_different_dates(
     assert len(two) == 2  # patients 0 and 2
     for dates in two:
         assert len({date for _, date in dates}) == 2
-    study_dates = {s.StudyDate for s in manifest.studies if s.patient == 0}
-    assert len(study_dates) >= 3
-    folders = [s.path for s in manifest.studies if s.patient == 0]
-    assert [s.StudyDate for s in manifest.studies if s.patient == 0] == sorted(
-        s.StudyDate for s in manifest.studies if s.patient == 0
-    ), folders
+    first = [s for s in manifest.studies if s.patient == 0]
+    assert len({s.StudyDate for s in first}) >= 3
+    # study folders are numbered in date order
+    assert [s.StudyDate for s in first] == sorted(s.StudyDate for s in first)
+    assert [s.files[0].split("/")[1] for s in first] == [str(i) for i in range(1, len(first) + 1)]
+    for study in manifest.studies:
+        assert {datasets[rel].StudyInstanceUID for rel in study.files} == {study.StudyInstanceUID}
 
 
 def test_planted_free_text_and_minguo_dates(datasets: dict[str, Dataset]) -> None:
@@ -301,18 +332,18 @@ def test_ultrasound_burns_in_name_id_and_date(
     archive: tuple[Path, SampleManifest], datasets: dict[str, Dataset]
 ) -> None:
     _, manifest = archive
-    assert {b.path for b in manifest.burned_in} == {
-        rel for rel, ds in datasets.items() if ds.Modality == "US"
-    }
-    for box in manifest.burned_in:
-        ds = datasets[box.path]
+    assert set(manifest.burned_in) == {rel for rel, ds in datasets.items() if ds.Modality == "US"}
+    for rel, boxes in manifest.burned_in.items():
+        ds = datasets[rel]
         assert ds.BurnedInAnnotation == "YES"
-        region = ds.pixel_array[box.row : box.row + box.rows, box.column : box.column + box.columns]
-        assert region.min() == 0 and region.max() == 255  # ink on background
-        assert np.array_equal(region[..., 0] == 255, render_text(box.text, 2))
-    first = [b for b in manifest.burned_in if b.path.startswith("000/")]
-    texts = " ".join(b.text for b in first)
-    ds = datasets[first[0].path]
+        for box in boxes:
+            rows = slice(box.row, box.row + box.rows)
+            region = ds.pixel_array[rows, box.column : box.column + box.columns]
+            assert region.min() == 0 and region.max() == 255  # ink on background
+            assert np.array_equal(region[..., 0] == 255, render_text(box.text, 2))
+    rel = next(rel for rel in manifest.burned_in if rel.startswith("000/"))
+    texts = " ".join(b.text for b in manifest.burned_in[rel])
+    ds = datasets[rel]
     assert ds.PatientName.family_name.upper() in texts
     assert ds.PatientID in texts
     assert f"{ds.StudyDate[:4]}/{ds.StudyDate[4:6]}/{ds.StudyDate[6:]}" in texts
@@ -330,9 +361,9 @@ def test_render_text_draws_known_glyphs() -> None:
 def test_same_seed_same_bytes_other_seed_other_uids(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pydicom's value validation warns; none allowed
-        a = generate(tmp_path / "a", patients=2, seed=11, **SMALL)
-        b = generate(tmp_path / "b", patients=2, seed=11, **SMALL)
-    c = generate(tmp_path / "c", patients=2, seed=12, **SMALL)
+        a = small(tmp_path / "a", patients=2, seed=11)
+        b = small(tmp_path / "b", patients=2, seed=11)
+    c = small(tmp_path / "c", patients=2, seed=12)
     assert a == b
     for rel in [*a.files, MANIFEST_NAME]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
@@ -342,9 +373,7 @@ def test_same_seed_same_bytes_other_seed_other_uids(tmp_path: Path) -> None:
 
 def test_progress_reports_every_file(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
-    manifest = generate(
-        tmp_path / "out", patients=1, progress=lambda d, t: seen.append((d, t)), **SMALL
-    )
+    manifest = small(tmp_path / "out", patients=1, progress=lambda d, t: seen.append((d, t)))
     n = len(manifest.files)
     assert seen == [(i, n) for i in range(1, n + 1)]
 
@@ -361,7 +390,7 @@ def test_bad_arguments_are_rejected(tmp_path: Path, kwargs: dict[str, int]) -> N
 def test_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
-        generate(tmp_path, patients=1, **SMALL)
+        small(tmp_path, patients=1)
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not on PATH")

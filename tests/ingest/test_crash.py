@@ -30,8 +30,11 @@ def test_kill_minus_nine_then_rerun_is_consistent(tmp_path: Path) -> None:
     env = {**os.environ, "MIDA_HOME": str(tmp_path / "node"), "MIDA_WORKERS": "2",
            "MIDA_BATCH_SIZE": "7"}
     ref_env = {**env, "MIDA_HOME": str(tmp_path / "reference")}
+    key = tmp_path / "project.key"
+    key.write_text(os.urandom(32).hex())
     for e in (env, ref_env):
-        assert _run(e, "init", "--institution", "T", "--name", "T").returncode == 0
+        res = _run(e, "init", "--institution", "T", "--name", "T", "--key-file", str(key))
+        assert res.returncode == 0, res.stderr
     ref = _run(ref_env, "ingest", str(corpus), "--collection", "c", "--json")
     assert ref.returncode == 0, ref.stderr
     expected = json.loads(ref.stdout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pydicom
@@ -55,15 +56,28 @@ def _values(elem: object) -> list[str]:
     return out
 
 
+# SOP classes name a kind of object, not a person; the standard keeps them unchanged.
+TECHNICAL_TEXT = {"RescaleType", "Manufacturer", "ManufacturerModelName", "SoftwareVersions"}
+CLASS_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID",
+              "ReferencedSOPClassUIDInFile", "AffectedSOPClassUID", "RequestedSOPClassUID"}
+
+
 def _walk(ds: Dataset) -> list[str]:
-    """Identifying strings in a dataset at every depth."""
+    """Identifying strings in a dataset at every depth.
+
+    A private value that merely repeats the file's own technical data (e.g. a
+    vendor copy of RescaleType) is not counted: it identifies no one.
+    """
     out: list[str] = []
+    technical: set[str] = set()
     for elem in ds.iterall():
         try:
+            if elem.keyword in CLASS_UIDS or elem.VR == "CS" or elem.keyword in TECHNICAL_TEXT:
+                technical.add(str(elem.value))
             out += _values(elem)
         except Exception:
             continue
-    return out
+    return [v for v in out if v not in technical]
 
 
 def _phi_from_originals(root: Path) -> set[str]:
@@ -113,7 +127,15 @@ def _catalog_text(node: Node) -> str:
 
 
 def _hits(haystack: str, needles: set[str]) -> list[str]:
-    return sorted(n for n in needles if n in haystack)
+    """Needles found as whole tokens ("MARY" must not match inside "PRIMARY")."""
+    found = []
+    for n in needles:
+        if n not in haystack:
+            continue
+        pattern = r"(?<![A-Za-z0-9])" + re.escape(n) + r"(?![A-Za-z0-9])"
+        if re.search(pattern, haystack):
+            found.append(n)
+    return sorted(found)
 
 
 @pytest.mark.shared_data

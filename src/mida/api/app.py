@@ -6,6 +6,7 @@ service, and formats the answer. Later issues add DICOMweb and auth here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -21,17 +22,20 @@ from mida.node import Node
 from mida.web import templates
 
 
+def get_session(request: Request) -> Iterator[Session]:
+    """A catalog session per request, committed when the handler succeeds."""
+    with request.app.state.node.catalog().session() as s:
+        yield s
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
 def create_app(node: Node) -> FastAPI:
     """Build the app for an opened node."""
     app = FastAPI(title="mida", version=__version__,
                   description="Medical Imaging Data for AI: a de-identified imaging archive.")
-    catalog = node.catalog()
-
-    def session() -> Any:
-        with catalog.session() as s:
-            yield s
-
-    SessionDep = Annotated[Session, Depends(session)]
+    app.state.node = node
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_req: Request, exc: NotFoundError) -> JSONResponse:

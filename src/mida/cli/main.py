@@ -77,14 +77,25 @@ def init(
     institution: Annotated[str, typer.Option(help="Institution code, e.g. NTUH.")],
     name: Annotated[str, typer.Option(help="Institution name.")],
     exist_ok: Annotated[bool, typer.Option("--exist-ok", help="Succeed if it exists.")] = False,
+    key_file: Annotated[Path | None, typer.Option(
+        help="Use this project key (64 hex characters) so that sites sharing it produce the "
+             "same pseudonyms; a fresh random key is generated otherwise.")] = None,
 ) -> None:
     """Create a node: folders, de-identification key (mode 0600) and catalog."""
-    from mida.errors import AlreadyInitializedError
+    from mida.errors import AlreadyInitializedError, ConfigError
     from mida.node import init_node, load_node
 
     s = _settings()
+    key = None
+    if key_file is not None:
+        try:
+            key = bytes.fromhex(key_file.read_text().strip())
+        except ValueError as exc:
+            raise ConfigError(f"{key_file} must hold a key as hexadecimal text") from exc
+        if len(key) < 32:
+            raise ConfigError(f"the key in {key_file} is {len(key)} bytes; 32 or more are needed")
     try:
-        node = init_node(s, institution, name)
+        node = init_node(s, institution, name, key=key)
     except AlreadyInitializedError:
         if not exist_ok:
             raise

@@ -17,7 +17,8 @@ table by its VR:
   ``UR``, ``AE``, ``AS``, ``DA``, ``DT``, ``TM``, ``OB``, ``OW``, ``OD``,
   ``OF``, ``OL``, ``OV``, ``UN``) is removed unless listed here: the
   technical text of :data:`TEXT_TAGS` (or group 0028, the image pixel
-  description) and the bulk data of :data:`BULK_TAGS`.
+  description), the bulk data of :data:`BULK_TAGS`, and the code text of
+  :data:`CODE_TAGS` in items of a :data:`STANDARD_CODING_SCHEMES` scheme.
 
 Inside a sequence that the table asks to replace with a dummy (``D``, e.g.
 Content Sequence, Person Identification Code Sequence) the text allow-list is
@@ -60,13 +61,6 @@ TEXT_TAGS: frozenset[int] = _tags(
     # Equipment type (identity of the device is in the table: serial, station)
     "Manufacturer",
     "ManufacturerModelName",
-    # Coded entries (Code Sequence Macro): standard codes and their meanings
-    "CodeValue",
-    "CodingSchemeDesignator",
-    "CodingSchemeVersion",
-    "CodeMeaning",
-    "LongCodeValue",
-    "URNCodeValue",
     # Acquisition and reconstruction parameters stored as short text
     "ConvolutionKernel",
     "FilterType",
@@ -82,6 +76,30 @@ TEXT_TAGS: frozenset[int] = _tags(
     "ScatterCorrectionMethod",
 )
 """Text attributes outside the table that describe acquisition, not people."""
+
+CODE_TAGS: frozenset[int] = _tags(
+    "CodeValue",
+    "CodingSchemeDesignator",
+    "CodingSchemeVersion",
+    "CodeMeaning",
+    "LongCodeValue",
+)
+"""Code Sequence Macro text: kept only in items of a standard coding scheme."""
+
+STANDARD_CODING_SCHEMES = frozenset(
+    {
+        "DCM", "SCT", "SRT", "SNM3", "LN", "UCUM", "NCIt", "FMA", "RADLEX", "MDC", "ACR",
+        "SCPECG", "RFC3066", "RFC5646", "IBSI", "UMLS", "MSH", "NEU", "NBD", "HPC", "C4",
+        "C5", "I9", "I9C", "I10", "I10P", "I11", "ISO3166_1", "ISO639_1", "ISO639_2",
+        "ATC", "RXNORM", "NDC", "PUBCHEM_CID", "ORPHA", "NCDR", "NICIP", "MAYONRISBSASRG",
+        "ITIS_TSN", "MGI", "NCBITaxon", "UBERON", "UNS", "UPC", "BARI", "CD2",
+    }
+)  # fmt: skip
+"""Coding Scheme Designators of PS3.16 Table 8-1 whose meanings are public.
+
+A local scheme (``99...``, ``L``, a RIS name) is free text in disguise: its
+code values and meanings may name the institution or the patient.
+"""
 
 TEXT_GROUPS = frozenset({0x0028})
 """Groups whose short text (LO, SH) is technical: Image Pixel, LUTs, windows."""
@@ -161,7 +179,9 @@ def keep_unlisted(tag: int, vr: str, *, strict: bool = False) -> bool:
 __all__ = [
     "BULK_TAGS",
     "CLASS_UID_TAGS",
+    "CODE_TAGS",
     "NUMERIC_VRS",
+    "STANDARD_CODING_SCHEMES",
     "STRING_NUMERIC_VRS",
     "TEXT_GROUPS",
     "TEXT_TAGS",

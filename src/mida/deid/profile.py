@@ -52,7 +52,7 @@ class MethodCode(NamedTuple):
 BASIC_PROFILE_CODE = MethodCode("113100", "Basic Application Confidentiality Profile")
 """CID 7050 code of the Basic Profile itself."""
 
-OPTION_CODES: Mapping[Option, MethodCode] = MappingProxyType(
+OPTION_CODES: Mapping[str, MethodCode] = MappingProxyType(
     {
         Option.CLEAN_GRAPHICS: MethodCode("113103", "Clean Graphics Option"),
         Option.CLEAN_STRUCTURED_CONTENT: MethodCode("113104", "Clean Structured Content Option"),
@@ -89,7 +89,8 @@ class Profile:
         Version of the profile; change it whenever its behaviour changes,
         since it is recorded in every de-identified instance.
     options
-        Selected option keys (see :class:`~mida.deid.table.Option`).
+        Selected option keys (see :class:`~mida.deid.table.Option`); stored
+        as plain strings.
     overrides
         Tag (as an int, e.g. ``0x00081030``) to ``"keep"``, ``"remove"`` or
         ``"replace:<value>"``; applied at every depth before the table.
@@ -117,17 +118,17 @@ class Profile:
             )
         if not _VERSION.match(self.version):
             raise DeidError(f"invalid version {self.version!r} for profile {self.name!r}")
-        options = set()
+        options: set[str] = set()
         for opt in self.options:
             try:
-                options.add(Option(opt))
+                options.add(Option(opt).value)
             except ValueError:
                 known = ", ".join(o.value for o in Option)
                 raise DeidError(
                     f"unknown option {opt!r} in profile {self.name!r}; known options: {known}"
                 ) from None
-        if {Option.RETAIN_LONGITUDINAL_FULL_DATES,
-                Option.RETAIN_LONGITUDINAL_MODIFIED_DATES} <= options:
+        dates = {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES}
+        if dates <= options:
             raise DeidError(
                 f"profile {self.name!r} selects both rtnLongFullDatesOpt and "
                 "rtnLongModifDatesOpt; choose one"

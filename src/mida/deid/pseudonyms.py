@@ -231,7 +231,7 @@ class Pseudonymizer:
         --------
         >>> p = Pseudonymizer(b"k" * 32)
         >>> p.uid("1.2.826.0.1.3680043.2.1125.1")
-        '2.25.159453541402398232519451934829209785981'
+        '2.25.82315625373706013223498003769995142927'
         """
         value = value.rstrip("\x00 ")
         cached = self._uid_cache.get(value)
@@ -257,7 +257,7 @@ class Pseudonymizer:
         --------
         >>> p = Pseudonymizer(b"k" * 32)
         >>> p.patient_id("12345", "HOSP")
-        'P4LX7HFGM36GEH5B'
+        'PRSG6KFFYQDWVJM3'
         """
         key = patient_key(pid, issuer)
         digest = self._digest(b"mida-patient-id\x00" + key.encode("utf-8", "surrogateescape"))
@@ -270,7 +270,8 @@ class Pseudonymizer:
         patient moves by the same number of days and intervals between them
         are preserved. The offset is secret: never store or log it.
         """
-        digest = self._digest(b"mida-date-offset\x00" + patient_key.encode("utf-8", "surrogateescape"))
+        data = patient_key.encode("utf-8", "surrogateescape")
+        digest = self._digest(b"mida-date-offset\x00" + data)
         return -(int.from_bytes(digest[:8], "big") % MAX_DATE_OFFSET_DAYS) - 1
 
     def keyed_hash(self, value: str | bytes) -> str:

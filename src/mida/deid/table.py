@@ -135,6 +135,9 @@ class Rule:
     std_comp_iod: bool
     private: bool = False
 
+    def __hash__(self) -> int:
+        return hash((self.pattern, self.private))
+
     @property
     def is_exact(self) -> bool:
         """Whether the rule names exactly one tag."""

@@ -64,7 +64,8 @@ PRIVATE_GROUP = 0x0029
 US_ROWS, US_COLUMNS = 480, 640
 
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mida:dicom:sample")
-_MIN_PLANTED = 4  # shorter generic values (sex, age, "CT") are not listed
+_MIN_PLANTED = 4  # shorter generic values (sex, age, "CT") are not listed...
+_MIN_NAME = 2  # ...but name parts are (美玲, 陳美玲)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -74,8 +75,9 @@ _MIN_PLANTED = 4  # shorter generic values (sex, age, "CT") are not listed
 class SampleStudy:
     """One generated study, for tests that follow a patient over time.
 
-    Attributes use DICOM keywords where one exists; ``path`` is the study
-    folder relative to the output root.
+    Attributes use DICOM keywords where one exists; ``patient`` is the
+    patient's index and ``files`` the study's instances, relative to the
+    output root.
     """
 
     patient: int
@@ -84,8 +86,7 @@ class SampleStudy:
     StudyDate: str
     Modality: str
     AccessionNumber: str
-    path: str
-    instances: int
+    files: list[str]
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,6 @@ class BurnedInText:
     size of the text box in pixels.
     """
 
-    path: str
     text: str
     row: int
     column: int
@@ -120,6 +120,10 @@ class SampleManifest:
         Paths of the DICOM files relative to the output root, sorted.
     studies
         One record per study, in path order.
+
+        Paths are only ever stored under keys named ``files`` (or as keys of
+        `burned_in`), so a scan that collects every other string of the JSON
+        collects PHI only.
     phi
         Planted strings by category (see :data:`PHI_CATEGORIES`): ``names``
         (patients' and mothers' names in every form used, and components of
@@ -133,7 +137,7 @@ class SampleManifest:
         one file; short ones can also occur by chance in pixel bytes, so scan
         element values rather than raw bytes.
     burned_in
-        Text drawn into pixel data; it is not in the element values.
+        Text drawn into pixel data, by file; it is not in the element values.
     """
 
     seed: int
@@ -142,7 +146,7 @@ class SampleManifest:
     files: list[str]
     studies: list[SampleStudy]
     phi: dict[str, list[str]]
-    burned_in: list[BurnedInText] = field(default_factory=list)
+    burned_in: dict[str, list[BurnedInText]] = field(default_factory=dict)
 
     def phi_strings(self) -> list[str]:
         """Return every planted string of every category, sorted and unique."""
@@ -162,7 +166,10 @@ class SampleManifest:
             files=list(data["files"]),
             studies=[SampleStudy(**s) for s in data["studies"]],
             phi={k: list(v) for k, v in data["phi"].items()},
-            burned_in=[BurnedInText(**b) for b in data.get("burned_in", [])],
+            burned_in={
+                rel: [BurnedInText(**b) for b in boxes]
+                for rel, boxes in data.get("burned_in", {}).items()
+            },
         )
 
     def write(self, path: Path) -> None:
@@ -321,7 +328,7 @@ class _Planted:
         self.phi: dict[str, set[str]] = {c: set() for c in PHI_CATEGORIES}
 
     def __call__(self, category: str, value: str) -> str:
-        if len(value) >= _MIN_PLANTED:
+        if len(value) >= (_MIN_NAME if category == "names" else _MIN_PLANTED):
             self.phi[category].add(value)
         return value
 
@@ -620,11 +627,11 @@ class _Study:
     date: dt.date
     time: str
     key: str
-    index: int = 0
+    index: int
+    accession: str
+    study_id: str
+    referring: _Person
     uid: str = ""
-    accession: str = ""
-    study_id: str = ""
-    referring: _Person | None = None
 
 
 _STUDY_TEXT = {
@@ -653,7 +660,7 @@ class _Writer:
     def __init__(self, out: Path, seed: int, uids: _Uids, plant: _Planted) -> None:
         self.out, self.seed, self.uids, self.plant = out, seed, uids, plant
         self.files: list[str] = []
-        self.burned: list[BurnedInText] = []
+        self.burned: dict[str, list[BurnedInText]] = {}
 
     # ---- modules shared by every instance of a study
     def _patient_study(self, ds: Dataset, st: _Study) -> None:
@@ -688,7 +695,7 @@ class _Writer:
 
         ref_patient = Dataset()
         ref_patient.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.1.1"
-        ref_patient.ReferencedSOPInstanceUID = self.uids(f"{st.key}/patient-record")
+        ref_patient.ReferencedSOPInstanceUID = self.uids(f"patient/{pt.index}/record")
         ds.ReferencedPatientSequence = Sequence([ref_patient])
 
         birth_roc, _ = _roc(pt.birth)
@@ -712,7 +719,6 @@ class _Writer:
         ds.PatientAge = f"{age:03d}Y"
         ds.PatientSize, ds.PatientWeight = _ds(pt.size), _ds(pt.weight)
 
-        assert st.referring is not None
         ds.StudyInstanceUID = st.uid
         ds.StudyDate = st.date.strftime("%Y%m%d")
         ds.StudyTime = st.time
@@ -767,19 +773,20 @@ class _Writer:
         block.add_new(0x12, "LO", pt.mobile)
         block.add_new(0x13, "LT", p("addresses", pt.address_en))
         block.add_new(0x14, "LO", st.accession)
+        # A private sequence three deep, as PACS vendors nest their own records.
         deepest = Dataset()
-        deepest.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True).add_new(
-            0x30, "LO", pt.person.chinese
-        )
-        deepest.private_block(PRIVATE_GROUP, PRIVATE_CREATOR).add_new(0x31, "LO", pt.home)
+        inner = deepest.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+        inner.add_new(0x30, "LO", pt.person.chinese)
+        inner.add_new(0x31, "LO", pt.home)
+        inner.add_new(0x32, "LO", pt.national_id)
         middle = Dataset()
         mid = middle.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
         mid.add_new(0x21, "LO", pt.national_id)
         mid.add_new(0x22, "SQ", Sequence([deepest]))
         top = Dataset()
-        tb = top.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
-        tb.add_new(0x20, "PN", pt.person.pn)
-        tb.add_new(0x23, "SQ", Sequence([middle]))
+        outer = top.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+        outer.add_new(0x20, "PN", pt.person.pn)
+        outer.add_new(0x23, "SQ", Sequence([middle]))
         block.add_new(0x40, "SQ", Sequence([top]))
 
     def _series(self, ds: Dataset, st: _Study, number: int, uid: str, time: str) -> None:
@@ -832,8 +839,9 @@ class _Writer:
         sop_uids = [self.uids(f"{st.key}/series/1/instance/{k + 1}") for k in range(n)]
         pix_rng = np.random.default_rng([self.seed, st.patient.index, st.index])
         pixels = self._pixels(st.modality, size, n, pix_rng)
-        frame_uid = self.uids(f"{st.key}/frame-of-reference")
-        event_uid = self.uids(f"{st.key}/irradiation-event")
+        cross_section = st.modality in ("CT", "MR")
+        frame_uid = self.uids(f"{st.key}/frame-of-reference") if cross_section else ""
+        event_uid = self.uids(f"{st.key}/irradiation-event") if st.modality == "CT" else ""
         z0 = float(pix_rng.uniform(-160, -40))
         for k in range(n):
             ds = Dataset()
@@ -843,7 +851,7 @@ class _Writer:
             self._instance(ds, st, sop_uids[k], k + 1, t, comment)
             self._private(ds, st.patient, st)
             rel = f"{folder}/1/{k + 1:04d}.dcm"
-            if st.modality in ("CT", "MR"):
+            if cross_section:
                 self._cross_section(ds, st.modality, pixels[k], z0, k, frame_uid)
                 if n > 1:
                     ref = Dataset()
@@ -939,7 +947,7 @@ class _Writer:
         boxes.append((pt.hospital.code, 6, US_COLUMNS - 8 - 12 * len(pt.hospital.code)))
         for text, row, column in boxes:
             h, w = _draw(pixels, text, row, column, 2)
-            self.burned.append(BurnedInText(rel, text, row, column, h, w))
+            self.burned.setdefault(rel, []).append(BurnedInText(text, row, column, h, w))
         ds.SamplesPerPixel = 3
         ds.PhotometricInterpretation = "RGB"
         ds.PlanarConfiguration = 0
@@ -973,10 +981,17 @@ def _plan(rng: np.random.Generator, pt: _Patient, seq: Iterator[int]) -> list[_S
     studies = []
     h = pt.hospital
     for index, (modality, (date, time)) in enumerate(plan, start=1):
-        st = _Study(pt, modality, date, time, f"patient/{pt.index}/study/{index}", index=index)
-        st.accession = f"{h.code}{date:%y%m%d}{next(seq):04d}"
-        st.study_id = _digits(rng, 7)
-        st.referring = pt.staff[0] if modality != "US" else pt.staff[4]
+        st = _Study(
+            pt,
+            modality,
+            date,
+            time,
+            key=f"patient/{pt.index}/study/{index}",
+            index=index,
+            accession=f"{h.code}{date:%y%m%d}{next(seq):04d}",
+            study_id=_digits(rng, 7),
+            referring=pt.staff[0] if modality != "US" else pt.staff[4],
+        )
         studies.append(st)
     return studies
 
@@ -1081,9 +1096,10 @@ def generate(
     records: list[SampleStudy] = []
     counts: dict[str, int] = {}
     for st in studies:
-        written = list(writer.write_study(st, sizes))
-        if progress is not None:
-            for _ in written:
+        written = []
+        for rel in writer.write_study(st, sizes):
+            written.append(rel)
+            if progress is not None:
                 progress(len(writer.files), total)
         counts[st.modality] = counts.get(st.modality, 0) + len(written)
         records.append(
@@ -1094,8 +1110,7 @@ def generate(
                 StudyDate=f"{st.date:%Y%m%d}",
                 Modality=st.modality,
                 AccessionNumber=st.accession,
-                path=f"{st.patient.index:03d}/{st.index}",
-                instances=len(written),
+                files=written,
             )
         )
     for uid in uids.issued:
@@ -1105,9 +1120,9 @@ def generate(
         parameters=parameters,
         counts=dict(sorted(counts.items())),
         files=sorted(writer.files),
-        studies=sorted(records, key=lambda r: r.path),
+        studies=sorted(records, key=lambda r: r.files[0]),
         phi={c: sorted(plant.phi[c]) for c in PHI_CATEGORIES},
-        burned_in=writer.burned,
+        burned_in=dict(sorted(writer.burned.items())),
     )
     manifest.write(out / MANIFEST_NAME)
     return manifest

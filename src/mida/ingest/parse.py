@@ -122,6 +122,15 @@ def validate(ds: Dataset, *, quarantine_documents: bool = True) -> None:
     for keyword in REQUIRED_UIDS:
         if not UID(str(ds[keyword].value)).is_valid:
             raise _q(QuarantineReason.BAD_VR, f"{keyword} is not a valid UID")
+    ts = _transfer_syntax(ds)
+    if ts is not None and not ts.is_transfer_syntax:
+        shown = str(ts)[:64] if ts.is_valid else "a malformed UID"
+        raise _q(
+            QuarantineReason.UNSUPPORTED_TRANSFER_SYNTAX,
+            f"transfer syntax {shown} is not one pydicom {pydicom.__version__} can decode "
+            "(e.g. Deflated Image Frame Compression); convert it with dcmconv or retry "
+            "after an upgrade",
+        )
     check_pixel_length(ds)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,8 +192,8 @@ class InstanceProcessor:
         """Process one input; never raises for a bad input (it is quarantined)."""
         sha = hashlib.sha256(data).hexdigest()
         ref_hash = self.pseudo.keyed_hash(source.ref)
-        base = {"size": len(data), "original_sha256": sha, "source_kind": source.kind,
-                "source_ref_hash": ref_hash}
+        base: dict[str, Any] = {"size": len(data), "original_sha256": sha,
+                                "source_kind": source.kind, "source_ref_hash": ref_hash}
         source_digest = self.pseudo.keyed_hash(sha)
         if self._known_source(source_digest):
             return Outcome("duplicate", **base)
@@ -201,8 +202,10 @@ class InstanceProcessor:
         except QuarantineError as exc:
             return self.to_quarantine(data, source, exc.reason, exc.message, base)
         except Exception as exc:  # a bug or an unforeseen encoding: keep the file, say so
-            log.exception("unexpected %s while ingesting (kept in quarantine)",
-                          type(exc).__name__)
+            # The exception's message may quote values from the file: log the type and the
+            # stack only, never the message.
+            log.error("unexpected %s while ingesting (kept in quarantine)\n%s",
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
             return self.to_quarantine(
                 data, source, QuarantineReason.INTERNAL,
                 f"unexpected {type(exc).__name__} while ingesting; please report it", base,

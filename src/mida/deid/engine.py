@@ -1,0 +1,469 @@
+"""The de-identification engine: PS3.15 Basic Profile and options on a dataset.
+
+:class:`Deidentifier` applies a :class:`~mida.deid.profile.Profile` to a
+pydicom dataset in place, before anything is stored. Every element at every
+depth (sequences inside sequences, and the file meta information) gets one
+action, decided once per ``(tag, VR, context)`` and cached:
+
+1. a profile override (``keep``, ``remove``, ``replace:<value>``);
+2. group length elements ``(gggg,0000)`` are removed (the file meta group
+   length is kept: the writer recomputes it);
+3. private elements (odd groups, creators included) are removed; the hook
+   :meth:`Deidentifier._private_plan` is where a later safe-private allow
+   list plugs in;
+4. the Table E.1-1 action under the profile's options (see
+   :mod:`mida.deid.table`);
+5. attributes absent from the table follow :mod:`mida.deid.allowlist`:
+   numbers and codes kept, UIDs pseudonymized, sequences entered, text and
+   other bulk data removed unless allow-listed (safe by default).
+
+Actions
+-------
+``X`` removes; ``Z`` empties (a sequence becomes empty); ``D`` writes a dummy
+valid for the VR (PN ``ANONYMOUS``, DA ``19000101``, TM ``000000``, DT
+``19000101000000``, AS ``000D``, numbers 0, other text ``ANONYMIZED``, binary
+eight zero bytes, UI the pseudonym of the original); a sequence under ``D`` is
+kept and its items are filtered in *strict* mode, where the text allow-list
+is off (a code in Person Identification Code Sequence may name a person);
+``U`` replaces UIDs by :meth:`~mida.deid.pseudonyms.Pseudonymizer.uid`;
+``K`` keeps (Patient's Age is capped at ``090Y``, HIPAA); ``C`` shifts DA
+and DT values by the patient's offset under the Modified Dates option and
+keeps TM values (the shift is whole days); any other ``C`` (a text or OB
+timestamp, or an option not implemented) falls back to the Basic Profile
+action, which retains less.
+
+Patient's Name and Patient ID become the patient pseudonym
+(:meth:`~mida.deid.pseudonyms.Pseudonymizer.patient_id` of the original ID
+and issuer); every UI value at any depth, file meta included, becomes its
+pseudonym except UIDs under the DICOM root and the class-like UIDs of
+:data:`~mida.deid.allowlist.CLASS_UID_TAGS`. Repeating overlay groups
+``60xx`` are removed whole when Overlay Data is removed, so no overlay is
+left without its data.
+
+Combined actions
+----------------
+Table E.1-1 gives combined actions whose choice depends on the attribute's
+Type in the IOD. This version has no IOD table yet, so each is resolved to
+the safer compliant choice, and every resolution is recorded in
+:attr:`DeidReport.combined_choices`:
+
+========  ===============================================================
+``X/Z``   ``Z``: the attribute stays present (valid for Type 2) and empty.
+``X/D``   ``D``: a dummy is valid whatever the Type.
+``Z/D``   ``D`` for UI and ID attributes (Patient ID gets the pseudonym),
+          else ``Z``.
+``X/Z/D`` ``D`` for UI values and reference sequences (``Referenced ...
+          Sequence``: kept, items filtered, UIDs pseudonymized), else ``Z``.
+``X/Z/U*`` ``U`` for UI values; for a sequence ``U``: items filtered with
+          their UIDs pseudonymized so references still resolve; else ``Z``.
+========  ===============================================================
+
+Safety of errors
+----------------
+Messages never carry values. A value that must be read or kept but cannot be
+decoded raises :class:`~mida.errors.QuarantineError` with reason ``BAD_VR``
+naming only the tag and VR; any other failure raises ``DEID_FAILED`` naming
+only the exception type. After an error the dataset is half-processed and
+must be discarded.
+
+Examples
+--------
+>>> from pydicom.dataset import Dataset
+>>> ds = Dataset()
+>>> ds.PatientName = "DOE^JANE"
+>>> ds.PatientID = "12345"
+>>> ds.StudyDate = "20240301"
+>>> ds.StudyInstanceUID = "1.2.3.4"
+>>> ds.InstitutionName = "General Hospital"
+>>> ds.Modality = "CT"
+>>> engine = Deidentifier(b"k" * 32, get_profile("default"))
+>>> report = engine.apply(ds)
+>>> ds.PatientID == str(ds.PatientName) == report.patient_pseudonym
+True
+>>> "InstitutionName" in ds, ds.Modality, ds.StudyInstanceUID.startswith("2.25.")
+(True, 'CT', True)
+>>> ds.InstitutionName, ds.PatientIdentityRemoved
+('', 'YES')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+from mida import __version__
+from mida.deid.allowlist import STANDARD_CODING_SCHEMES
+from mida.deid.elements import (
+    Element,
+    Encoding,
+    drop,
+    encoding_of,
+    put,
+    put_items,
+    read_string,
+    read_values,
+    snapshot,
+)
+from mida.deid.plan import SUPPORTED_OPTIONS, VALID_VRS, Op, Plan, Planner
+from mida.deid.profile import Profile, get_profile
+from mida.deid.pseudonyms import Pseudonymizer, patient_key, shift_da, shift_dt
+from mida.deid.report import CombinedActionChoice, DeidReport, tag_str
+from mida.deid.table import TABLE_EDITION
+from mida.errors import MidaError, QuarantineError, QuarantineReason
+
+IMPLEMENTATION_VERSION_NAME = "MIDA_0_1"
+"""(0002,0013) written into the file meta of every de-identified instance."""
+
+IMPLEMENTATION_CLASS_UID = "2.25." + str(
+    int.from_bytes(hashlib.sha256(b"mida ImplementationClassUID MIDA_0_1").digest()[:16], "big")
+)
+"""(0002,0012): a UUID-derived UID fixed for this implementation."""
+
+_PATIENT_NAME = 0x00100010
+_PATIENT_ID = 0x00100020
+_ISSUER = 0x00100021
+_BIRTH_DATE = 0x00100030
+_CHARSET = 0x00080005
+_CODING_SCHEME = 0x00080102
+_SOP_INSTANCE_UID = 0x00080018
+_STUDY_UID = 0x0020000D
+_META_ENCODING: Encoding = (False, True)  # file meta is always explicit VR little endian
+_AS = re.compile(r"^(\d{1,3}) ?([DWMY])$")
+_DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+
+
+def _bad(tag: int, vr: str | None) -> QuarantineError:
+    shown = vr if vr in VALID_VRS else "??"
+    return QuarantineError(
+        QuarantineReason.BAD_VR, f"element {tag_str(tag)} with VR {shown} could not be decoded"
+    )
+
+
+def cap_age(value: str) -> str | None:
+    """Return an AS value with ages of 90 years or more as ``090Y`` (HIPAA).
+
+    Returns None for a value that is not an age; the common ``"75Y"`` is
+    repaired to ``"075Y"``.
+
+    Examples
+    --------
+    >>> cap_age("089Y"), cap_age("090Y"), cap_age("102Y"), cap_age("011M"), cap_age("75Y")
+    ('089Y', '090Y', '090Y', '011M', '075Y')
+    """
+    m = _AS.match(value.strip().upper())
+    if m is None:
+        return None
+    number, unit = int(m.group(1)), m.group(2)
+    if number * _DAYS_PER_UNIT[unit] >= 90 * 365.25:
+        return "090Y"
+    return f"{number:03d}{unit}"
+
+
+class _Run:
+    """State of one :meth:`Deidentifier.apply` call."""
+
+    __slots__ = (
+        "choices", "counts", "encoding", "encodings", "offset", "private", "pseudonym", "unlisted",
+    )  # fmt: skip
+
+    def __init__(
+        self, pseudonym: str, offset: int, encodings: list[str], encoding: Encoding | None
+    ) -> None:
+        self.pseudonym = pseudonym
+        self.offset = offset
+        self.encodings = encodings
+        self.encoding = encoding
+        self.counts = dict.fromkeys("DZXKCU", 0)
+        self.choices: dict[int, CombinedActionChoice] = {}
+        self.private = 0
+        self.unlisted = 0
+
+
+class Deidentifier:
+    """Applies a de-identification profile to datasets.
+
+    Build one per key and profile and reuse it: decisions are cached per
+    tag and VR, pseudonyms per UID. Not thread-safe: use one per worker.
+
+    Parameters
+    ----------
+    key
+        The node's secret key (see :class:`~mida.deid.pseudonyms.Pseudonymizer`).
+    profile
+        The profile to apply; :func:`~mida.deid.profile.get_profile` returns
+        the built-in ones.
+
+    Raises
+    ------
+    DeidError
+        If the key is too short or the profile selects an option this
+        version does not implement (:data:`SUPPORTED_OPTIONS`).
+    """
+
+    def __init__(self, key: bytes, profile: Profile) -> None:
+        self.planner = Planner(profile)
+        self.profile = profile
+        self.pseudonymizer = Pseudonymizer(key)
+        self.method = (
+            f"mida {__version__} profile {profile.name} {profile.version} "
+            f"(PS3.15 {TABLE_EDITION})"
+        )[:64]
+        self._method_items = [
+            [(0x00080100, "SH", c.CodeValue), (0x00080102, "SH", c.CodingSchemeDesignator),
+             (0x00080104, "LO", c.CodeMeaning)]
+            for c in profile.method_codes()
+        ]  # fmt: skip
+        if self.planner.shift_dates:
+            self._temporal = "MODIFIED"
+        elif self.planner.full_dates:
+            self._temporal = "UNMODIFIED"
+        else:
+            self._temporal = "REMOVED"
+
+    def apply(self, ds: Dataset) -> DeidReport:
+        """De-identify `ds` (and ``ds.file_meta``) in place.
+
+        Parameters
+        ----------
+        ds
+            The dataset as read by pydicom; pixel data is not decoded.
+
+        Returns
+        -------
+        DeidReport
+            What was done, without any original value.
+
+        Raises
+        ------
+        QuarantineError
+            ``BAD_VR`` when a value that must be read or kept cannot be
+            decoded; ``DEID_FAILED`` on any other failure. The message names
+            at most a tag and a VR. `ds` must then be discarded.
+        """
+        try:
+            return self._apply(ds)
+        except MidaError:
+            raise
+        except Exception as exc:  # lower layers' messages may quote values
+            raise QuarantineError(
+                QuarantineReason.DEID_FAILED,
+                f"de-identification failed with {type(exc).__name__}; the input was not stored",
+            ) from None
+
+    def _apply(self, ds: Dataset) -> DeidReport:
+        pseudo = self.pseudonymizer
+        encodings = self._encodings(ds)
+        pid, issuer = self._patient_ident(ds, encodings)
+        shift = self.planner.shift_dates
+        offset = pseudo.date_offset_days(patient_key(pid, issuer)) if shift else 0
+        run = _Run(pseudo.patient_id(pid, issuer), offset, encodings, encoding_of(ds))
+        source = ds.get_item(_SOP_INSTANCE_UID)
+        uids = self._read(source, _SOP_INSTANCE_UID) if source is not None else []
+        source_hash = pseudo.keyed_hash(uids[0]) if uids else ""
+
+        self._walk(ds, run, strict=False, top=True)
+        file_meta = getattr(ds, "file_meta", None)
+        if file_meta is not None:
+            self._walk(file_meta, run, strict=False, top=False)
+            for tag, vr, value in (
+                (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+                (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
+            ):
+                put(file_meta, tag, vr, value, file_meta.get_item(tag), _META_ENCODING)
+        preamble = getattr(ds, "preamble", None)
+        if preamble and preamble.strip(b"\x00"):  # 128 free bytes may hide anything
+            ds.preamble = b"\x00" * 128
+        self._record(ds, run)
+        return DeidReport(
+            profile_name=self.profile.name,
+            profile_version=self.profile.version,
+            table_edition=TABLE_EDITION,
+            key_id=pseudo.key_id,
+            patient_pseudonym=run.pseudonym,
+            action_counts=run.counts,
+            combined_choices=[run.choices[t] for t in sorted(run.choices)],
+            private_removed=run.private,
+            unlisted_removed=run.unlisted,
+            dates_shifted=self.planner.shift_dates,
+            source_uid_hash=source_hash,
+        )
+
+    def _walk(self, ds: Dataset, run: _Run, *, strict: bool, top: bool) -> None:
+        # The hot loop: once per element of every instance. Plans are cached
+        # per (tag, VR, strict); the two commonest operations come first.
+        cache = self.planner.cache
+        counts = run.counts
+        enc = run.encoding
+        keep, remove = Op.KEEP, Op.REMOVE
+        for tag, elem in snapshot(ds):
+            vr = elem.VR
+            key = (int(tag), vr, strict)
+            plan = cache.get(key)
+            if plan is None:
+                plan = cache[key] = self.planner.plan(tag, vr, strict)
+            op = plan.op
+            counts[plan.action] += 1
+            if plan.combined is not None:
+                run.choices[tag] = plan.combined
+            if op is keep:
+                if plan.check is not None and type(elem) is RawDataElement:
+                    self._check(elem, plan)
+            elif op is remove:
+                drop(ds, tag)
+                if plan.private:
+                    run.private += 1
+                elif plan.unlisted:
+                    run.unlisted += 1
+            elif op is Op.UID:
+                uid = self.pseudonymizer.uid
+                put(ds, tag, "UI", [uid(v) for v in self._read(elem, tag)], elem, enc)
+            elif op is Op.SET:
+                put(ds, tag, plan.vr, plan.value, elem, enc)
+            elif op is Op.SHIFT:
+                shift = shift_da if plan.vr == "DA" else shift_dt
+                shifted = shift("\\".join(self._read(elem, tag)), run.offset)
+                put(ds, tag, plan.vr, shifted.split("\\") if shifted else None, elem, enc)
+            elif op is Op.RECURSE:
+                self._recurse(ds, tag, vr, run, plan.strict)
+            elif op is Op.EMPTY_SEQUENCE:
+                ds[tag] = DataElement(tag, "SQ", [])
+            elif op is Op.PATIENT_NAME:
+                put(ds, tag, "PN", run.pseudonym if top else None, elem, enc)
+            elif op is Op.PATIENT_ID:
+                self._patient_id(ds, elem, run, top)
+            elif op is Op.CODE:
+                scheme = read_string(ds.get_item(_CODING_SCHEME), run.encodings)
+                if scheme not in STANDARD_CODING_SCHEMES:
+                    self._drop_kept(ds, tag, run)
+            elif op is Op.AGE:
+                ages = [cap_age(v) for v in self._read(elem, tag)]
+                if any(a is None for a in ages):  # not an age: dropped, not guessed
+                    self._drop_kept(ds, tag, run)
+                else:
+                    put(ds, tag, "AS", [a for a in ages if a], elem, enc)
+            else:  # Op.BAD
+                raise _bad(tag, vr)
+
+    @staticmethod
+    def _drop_kept(ds: Dataset, tag: BaseTag, run: _Run) -> None:
+        """Remove an element whose plan was to keep it, once its value is seen."""
+        drop(ds, tag)
+        run.counts["K"] -= 1
+        run.counts["X"] += 1
+        run.unlisted += 1
+
+    @staticmethod
+    def _check(elem: RawDataElement, plan: Plan) -> None:
+        value = elem.value
+        if value is None:
+            return
+        check = plan.check
+        if isinstance(check, int):
+            if elem.length != 0xFFFFFFFF and len(value) % check:
+                raise _bad(elem.tag, elem.VR)
+        elif check is not None and check.fullmatch(value) is None:
+            raise _bad(elem.tag, elem.VR)
+
+    @staticmethod
+    def _read(elem: Element, tag: int) -> list[str]:
+        try:
+            return read_values(elem)
+        except (UnicodeError, ValueError, TypeError):
+            raise _bad(tag, elem.VR) from None
+
+    def _recurse(self, ds: Dataset, tag: int, vr: str | None, run: _Run, strict: bool) -> None:
+        try:
+            seq = ds[tag].value
+        except Exception:
+            raise _bad(tag, vr) from None
+        if seq is None:
+            return
+        if not isinstance(seq, Sequence):
+            raise _bad(tag, vr)
+        for item in seq:
+            self._walk(item, run, strict=strict, top=False)
+
+    def _patient_id(self, ds: Dataset, elem: Element, run: _Run, top: bool) -> None:
+        if top:
+            value: str | None = run.pseudonym
+        else:  # a nested Patient ID (e.g. in a Referenced Patient item)
+            pid = read_string(elem, run.encodings)
+            issuer = read_string(ds.get_item(_ISSUER), run.encodings)
+            value = self.pseudonymizer.patient_id(pid, issuer) if pid else None
+        put(ds, elem.tag, "LO", value, elem, run.encoding)
+
+    # -- the patient and the record -------------------------------------------
+
+    @staticmethod
+    def _encodings(ds: Dataset) -> list[str]:
+        elem = ds.get_item(_CHARSET)
+        if elem is None:
+            return convert_encodings(None)
+        try:
+            names = [v.strip() for v in read_values(elem)]
+            return convert_encodings(names or None)
+        except (UnicodeError, LookupError, ValueError):
+            raise _bad(_CHARSET, elem.VR) from None
+
+    @staticmethod
+    def _patient_ident(ds: Dataset, encodings: list[str]) -> tuple[str, str]:
+        """Return the ``(id, issuer)`` the pseudonym and date offset derive from.
+
+        Patient ID with its issuer; without an ID, the name and birth date
+        (so that the files of one unregistered patient still link); without
+        those, the study (the patient cannot be linked across studies).
+        A leading NUL marks the fallbacks: it cannot occur in an LO value.
+        """
+        pid = read_string(ds.get_item(_PATIENT_ID), encodings)
+        if pid:
+            return pid, read_string(ds.get_item(_ISSUER), encodings)
+        name = read_string(ds.get_item(_PATIENT_NAME), encodings)
+        if name:
+            return f"\x00name\\{name}\\{read_string(ds.get_item(_BIRTH_DATE), encodings)}", ""
+        return f"\x00study\\{read_string(ds.get_item(_STUDY_UID), encodings)}", ""
+
+    def _record(self, ds: Dataset, run: _Run) -> None:
+        """Write the pseudonym and the de-identification record (PS3.15 E.1.1)."""
+        enc = run.encoding
+        for tag, vr, value in (
+            (_PATIENT_NAME, "PN", run.pseudonym),
+            (_PATIENT_ID, "LO", run.pseudonym),
+            (0x00120062, "CS", "YES"),
+            (0x00120063, "LO", self.method),
+            (0x00280303, "CS", self._temporal),
+        ):
+            put(ds, tag, vr, value, ds.get_item(tag), enc)
+        put_items(ds, 0x00120064, self._method_items, enc)
+
+
+def deidentify(ds: Dataset, key: bytes, profile: str | Profile = "default") -> DeidReport:
+    """De-identify one dataset in place; reuse a :class:`Deidentifier` for many.
+
+    Examples
+    --------
+    >>> from pydicom.dataset import Dataset
+    >>> ds = Dataset()
+    >>> ds.PatientName = "DOE^JOHN"
+    >>> deidentify(ds, b"k" * 32).profile_name
+    'default'
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    return Deidentifier(key, prof).apply(ds)
+
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "SUPPORTED_OPTIONS",
+    "CombinedActionChoice",
+    "DeidReport",
+    "Deidentifier",
+    "cap_age",
+    "deidentify",
+]

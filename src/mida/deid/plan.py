@@ -1,0 +1,381 @@
+"""The policy: which operation each element gets under a profile.
+
+:class:`Planner` turns ``(tag, VR, strict)`` into a :class:`Plan` once and
+caches it; :mod:`mida.deid.engine` only executes plans. The order of
+decisions, the treatment of each action and the resolution of combined
+actions are documented in :mod:`mida.deid.engine`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.valuerep import STANDARD_VR
+
+from mida.deid.allowlist import (
+    CLASS_UID_TAGS,
+    CODE_TAGS,
+    NUMERIC_VRS,
+    STRING_NUMERIC_VRS,
+    keep_unlisted,
+)
+from mida.deid.profile import Profile
+from mida.deid.report import CombinedActionChoice, tag_str
+from mida.deid.table import Action, Option, Rule, load_table
+from mida.errors import DeidError
+
+
+class Op(enum.IntEnum):
+    """What the engine does with one element."""
+
+    KEEP = 0  # leave as is (after a syntax check of a raw value, when given)
+    REMOVE = 1
+    SET = 2  # write Plan.value
+    EMPTY_SEQUENCE = 3
+    UID = 4  # replace each UID by its pseudonym
+    SHIFT = 5  # shift DA/DT values by the patient's offset
+    RECURSE = 6  # filter the items of a sequence
+    AGE = 7  # keep an AS value, capped at 090Y
+    PATIENT_ID = 8
+    PATIENT_NAME = 9
+    CODE = 10  # keep code text when the item's coding scheme is a standard one
+    BAD = 11  # a value that must be kept or read has an invalid VR
+
+
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+OVERLAY_DATA = 0x60003000
+REWRITTEN_META = frozenset({0x00020012, 0x00020013})
+"""Implementation Class UID and Version Name: replaced after the walk."""
+
+TEXT_DUMMY = "ANONYMIZED"
+DUMMIES: Mapping[str, Any] = {
+    "PN": "ANONYMOUS",
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "AS": "000D",
+    "DS": "0",
+    "IS": "0",
+    "US": 0, "SS": 0, "UL": 0, "SL": 0, "SV": 0, "UV": 0, "AT": 0,
+    "FL": 0.0, "FD": 0.0,
+}  # fmt: skip
+"""Dummy value of ``D`` per VR; other text VRs get :data:`TEXT_DUMMY`."""
+
+BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+BINARY_DUMMY = b"\x00" * 8  # a whole number of items for every binary VR
+VALID_VRS = frozenset(str(v) for v in STANDARD_VR)
+
+_VR_SIZE: Mapping[str, int] = {
+    "US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8, "AT": 4,
+    "OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8,
+}  # fmt: skip
+_SYNTAX: Mapping[str, re.Pattern[bytes]] = {
+    "DS": re.compile(rb"[0-9+\-.eE \\\x00]*"),
+    "IS": re.compile(rb"[0-9+\- \\\x00]*"),
+    "CS": re.compile(rb"[\x20-\x7e\x00]*"),
+    "TM": re.compile(rb"[0-9.:\- \\\x00]*"),
+    "DA": re.compile(rb"[0-9.\- \\\x00]*"),
+    "DT": re.compile(rb"[0-9.+\- \\\x00]*"),
+}
+SUPPORTED_OPTIONS: frozenset[str] = frozenset(
+    {
+        Option.RETAIN_UIDS,
+        Option.RETAIN_DEVICE_IDENTITY,
+        Option.RETAIN_INSTITUTION_IDENTITY,
+        Option.RETAIN_PATIENT_CHARACTERISTICS,
+        Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+    }
+)
+"""Options this version implements (the clean options and safe private come later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The decision for one ``(tag, VR, strict)``.
+
+    Attributes
+    ----------
+    op
+        The operation.
+    action
+        The action letter counted in the report (``D Z X K C U``).
+    vr
+        VR of a written element.
+    value
+        Value written by :attr:`Op.SET`.
+    strict
+        For :attr:`Op.RECURSE`: filter the items without the text allow-list.
+    check
+        For :attr:`Op.KEEP` of a raw value: a syntax the bytes must match,
+        or the item size their length must be a multiple of.
+    combined
+        The combined action resolved for this element, if any.
+    private, unlisted
+        Why an element is removed, for the report's counters.
+    """
+
+    op: Op
+    action: str
+    vr: str = ""
+    value: Any = None
+    strict: bool = False
+    check: re.Pattern[bytes] | int | None = None
+    combined: CombinedActionChoice | None = None
+    private: bool = False
+    unlisted: bool = False
+
+
+def effective_vr(tag: int, raw_vr: str | None) -> str | None:
+    """Return the VR that decides an element's fate; None when the file's VR is invalid.
+
+    Implicit-VR (None) and ``UN`` elements take the dictionary VR; an
+    ambiguous VR (``US or SS``, ``OB or OW``) is decided by its first choice.
+
+    Examples
+    --------
+    >>> effective_vr(0x00100010, None), effective_vr(0x7FE00010, None)
+    ('PN', 'OB')
+    >>> effective_vr(0x00100010, "XX") is None
+    True
+    """
+    if raw_vr is None or raw_vr == "UN":
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return "UN"
+        return vr.split(" or ")[0]
+    if " or " in raw_vr:
+        return raw_vr.split(" or ")[0]
+    return raw_vr if raw_vr in VALID_VRS else None
+
+
+def dictionary_vr_or_un(tag: int) -> str:
+    """Return the dictionary VR of `tag` (first of an ambiguous one), or ``UN``."""
+    try:
+        return dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        return "UN"
+
+
+def keep_plan(vr: str, action: str = "K", **kw: Any) -> Plan:
+    """Keep, with the syntax or size check of `vr` applied to raw values."""
+    check: re.Pattern[bytes] | int | None = _SYNTAX.get(vr) or _VR_SIZE.get(vr)
+    return Plan(Op.KEEP, action, vr, check=check, **kw)
+
+
+def _zero_plan(vr: str, **kw: Any) -> Plan:
+    if vr == "SQ":
+        return Plan(Op.EMPTY_SEQUENCE, "Z", vr, **kw)
+    return Plan(Op.SET, "Z", vr, None, **kw)
+
+
+def _is_reference_sequence(tag: int) -> bool:
+    kw = keyword_for_tag(tag)
+    return kw.startswith("Referenced") and kw.endswith("Sequence")
+
+
+def resolve_combined(tag: int, action: Action, vr: str) -> Action:
+    """Resolve a combined action without IOD knowledge (see :mod:`mida.deid.engine`).
+
+    Examples
+    --------
+    >>> resolve_combined(0x00080080, Action.REMOVE_OR_ZERO_OR_DUMMY, "LO")
+    <Action.ZERO: 'Z'>
+    >>> resolve_combined(0x00081140, Action.REMOVE_OR_ZERO_OR_UID, "SQ")
+    <Action.UID: 'U'>
+    """
+    if action is Action.REMOVE_OR_ZERO:
+        return Action.ZERO
+    if action is Action.REMOVE_OR_DUMMY:
+        return Action.DUMMY
+    if action is Action.ZERO_OR_DUMMY:
+        id_like = vr == "UI" or keyword_for_tag(tag).endswith("ID")
+        return Action.DUMMY if id_like else Action.ZERO
+    if action is Action.REMOVE_OR_ZERO_OR_DUMMY:
+        if vr == "UI" or (vr == "SQ" and _is_reference_sequence(tag)):
+            return Action.DUMMY
+        return Action.ZERO
+    if action is Action.REMOVE_OR_ZERO_OR_UID:
+        return Action.UID if vr in ("UI", "SQ") else Action.ZERO
+    return action
+
+
+class Planner:
+    """Decides, and caches, the plan of every ``(tag, VR, strict)``.
+
+    Parameters
+    ----------
+    profile
+        The profile to apply.
+
+    Raises
+    ------
+    DeidError
+        If the profile selects an option this version does not implement.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        unsupported = sorted(set(profile.options) - SUPPORTED_OPTIONS)
+        if unsupported:
+            raise DeidError(
+                f"profile {profile.name!r} selects {', '.join(unsupported)}, which this "
+                f"version does not implement; supported options: "
+                f"{', '.join(sorted(SUPPORTED_OPTIONS))}"
+            )
+        self.profile = profile
+        self.table = load_table()
+        options = profile.options
+        self.shift_dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options
+        self.full_dates = Option.RETAIN_LONGITUDINAL_FULL_DATES in options
+        self.keep_uids = Option.RETAIN_UIDS in options
+        self._actions: dict[Rule, Action] = {r: r.action_for(options) for r in self.table}
+        overlay = self.table.lookup(OVERLAY_DATA)
+        self._drop_overlays = overlay is not None and self._actions[overlay] is Action.REMOVE
+        self.cache: dict[tuple[int, str | None, bool], Plan] = {}
+
+    def plan(self, tag: int, raw_vr: str | None, strict: bool) -> Plan:
+        """Return the plan for an element (cached by the engine in :attr:`cache`)."""
+        vr = effective_vr(tag, raw_vr)
+        if vr is None:  # the file's VR is not a DICOM VR: only dropping is safe
+            plan = self._decide(tag, dictionary_vr_or_un(tag), strict)
+            if plan.op in (Op.REMOVE, Op.SET, Op.EMPTY_SEQUENCE):
+                return plan
+            return Plan(Op.BAD, plan.action)
+        return self._decide(tag, vr, strict)
+
+    def _decide(self, tag: int, vr: str, strict: bool) -> Plan:
+        override = self.profile.overrides.get(tag)
+        if override is not None:
+            return self._override_plan(tag, vr, override, strict)
+        group = tag >> 16
+        if tag & 0xFFFF == 0:  # group length: the writer recomputes the meta one
+            return Plan(Op.KEEP, "K") if group == 0x0002 else Plan(Op.REMOVE, "X")
+        if group & 1:
+            return self.private_plan(tag, vr)
+        if tag in REWRITTEN_META:
+            return Plan(Op.KEEP, "D")
+        if self._drop_overlays and group & 0xFF01 == 0x6000:
+            return Plan(Op.REMOVE, "X")
+        rule = self.table.lookup(tag)
+        if rule is None:
+            return self._unlisted_plan(tag, vr, strict)
+        action = self._actions[rule]
+        if action is Action.CLEAN:
+            if vr in ("DA", "DT", "TM") and self.shift_dates:
+                # whole-day shifts leave times of day unchanged
+                return keep_plan(vr, "C") if vr == "TM" else Plan(Op.SHIFT, "C", vr)
+            action = rule.basic  # a clean this version cannot do: the basic action
+        combined = None
+        if action.is_combined:
+            resolved = resolve_combined(tag, action, vr)
+            combined = CombinedActionChoice(tag, rule.name, action.value, resolved.value)
+            action = resolved
+        return self._action_plan(tag, vr, action, strict, combined)
+
+    def private_plan(self, tag: int, vr: str) -> Plan:
+        """Decide a private element: removed, private creators included.
+
+        This is the hook for the Retain Safe Private option: a later version
+        consults a safe-private allow list (creator, element, VR) here.
+        """
+        return Plan(Op.REMOVE, "X", private=True)
+
+    def _action_plan(
+        self,
+        tag: int,
+        vr: str,
+        action: Action,
+        strict: bool,
+        combined: CombinedActionChoice | None,
+    ) -> Plan:
+        letter = action.value
+        if tag == PATIENT_NAME and action in (Action.ZERO, Action.DUMMY):
+            return Plan(Op.PATIENT_NAME, letter, "PN", combined=combined)
+        if tag == PATIENT_ID and action in (Action.ZERO, Action.DUMMY):
+            return Plan(Op.PATIENT_ID, letter, "LO", combined=combined)
+        if action is Action.REMOVE:
+            return Plan(Op.REMOVE, letter, combined=combined)
+        if action is Action.ZERO:
+            return _zero_plan(vr, combined=combined)
+        if action is Action.DUMMY or action is Action.UID:
+            if vr == "SQ":
+                strict_items = strict or action is Action.DUMMY
+                return Plan(Op.RECURSE, letter, vr, strict=strict_items, combined=combined)
+            if vr == "UI":
+                return Plan(Op.UID, letter, vr, combined=combined)
+            value = DUMMIES.get(vr, BINARY_DUMMY if vr in BINARY_VRS else TEXT_DUMMY)
+            return Plan(Op.SET, letter, vr, value, combined=combined)
+        # K: an option retains it
+        if vr == "SQ":
+            return Plan(Op.RECURSE, letter, vr, strict=strict, combined=combined)
+        if vr == "AS":
+            return Plan(Op.AGE, letter, vr, combined=combined)
+        return keep_plan(vr, letter, combined=combined)
+
+    def _unlisted_plan(self, tag: int, vr: str, strict: bool) -> Plan:
+        if vr == "SQ":
+            return Plan(Op.RECURSE, "K", vr, strict=strict)
+        if vr == "UI":
+            if tag in CLASS_UID_TAGS or self.keep_uids:
+                return keep_plan(vr)
+            return Plan(Op.UID, "U", vr)
+        if vr in NUMERIC_VRS or vr in STRING_NUMERIC_VRS:
+            return keep_plan(vr)
+        if vr in ("DA", "DT"):
+            if self.shift_dates:
+                return Plan(Op.SHIFT, "C", vr)
+            if self.full_dates:
+                return keep_plan(vr)
+        elif vr == "TM" and (self.shift_dates or self.full_dates):
+            return keep_plan(vr)
+        if tag in CODE_TAGS and not strict:
+            return Plan(Op.CODE, "K", vr)
+        if keep_unlisted(tag, vr, strict=strict):
+            return keep_plan(vr)
+        return Plan(Op.REMOVE, "X", unlisted=True)
+
+    def _override_plan(self, tag: int, vr: str, override: str, strict: bool) -> Plan:
+        if override == "remove":
+            return Plan(Op.REMOVE, "X")
+        if override == "keep":
+            if vr == "SQ":  # the sequence stays; its items are still filtered
+                return Plan(Op.RECURSE, "K", vr, strict=strict)
+            return Plan(Op.KEEP, "K")
+        if vr == "SQ":
+            raise DeidError(
+                f"profile {self.profile.name!r} overrides sequence {tag_str(tag)} with "
+                "'replace:'; a sequence can only be kept or removed"
+            )
+        text = override.removeprefix("replace:")
+        value: Any = text
+        try:
+            if vr in ("US", "SS", "UL", "SL", "SV", "UV", "AT"):
+                value = int(text, 0)
+            elif vr in ("FL", "FD"):
+                value = float(text)
+        except ValueError:
+            raise DeidError(
+                f"profile {self.profile.name!r}: the override value for {tag_str(tag)} is "
+                f"not a number as VR {vr} requires"
+            ) from None
+        return Plan(Op.SET, "D", vr, value)
+
+
+__all__ = [
+    "DUMMIES",
+    "SUPPORTED_OPTIONS",
+    "TEXT_DUMMY",
+    "Op",
+    "Plan",
+    "Planner",
+    "effective_vr",
+    "keep_plan",
+    "resolve_combined",
+]

@@ -1,0 +1,73 @@
+"""Profiles: built-ins, validation, and their CID 7050 codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from mida.deid import Deidentifier
+from mida.deid.profile import Profile, get_profile, list_profiles, parse_overrides
+from mida.errors import DeidError
+
+from .builders import KEY
+
+
+def test_builtin_profiles() -> None:
+    assert list_profiles() == ["basic", "default"]
+    assert get_profile("basic").options == frozenset()
+    assert get_profile("default").options == {"rtnLongModifDatesOpt", "rtnPatCharsOpt"}
+
+
+def test_unknown_profile_names_the_available_ones() -> None:
+    with pytest.raises(DeidError, match="available profiles: basic, default"):
+        get_profile("nope")
+
+
+def test_method_codes_use_cid_7050() -> None:
+    codes = get_profile("default").method_codes()
+    assert [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning) for c in codes] == [
+        ("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ("113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"),
+        ("113108", "DCM", "Retain Patient Characteristics Option"),
+    ]
+    assert [c.CodeValue for c in get_profile("basic").method_codes()] == ["113100"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "Bad Name"}, "invalid profile name"),
+        ({"version": ""}, "invalid version"),
+        ({"options": frozenset({"rtnEverythingOpt"})}, "unknown option"),
+        (
+            {"options": frozenset({"rtnLongFullDatesOpt", "rtnLongModifDatesOpt"})},
+            "choose one",
+        ),
+        ({"overrides": {0x00081030: "blank"}}, "'keep', 'remove' or 'replace"),
+        ({"overrides": {"StudyDescription": "keep"}}, "is not a tag"),
+    ],
+)
+def test_invalid_profiles_are_refused(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"name": "custom", "version": "1"} | kwargs
+    with pytest.raises(DeidError, match=message):
+        Profile(**args)  # type: ignore[arg-type]
+
+
+def test_options_are_stored_as_plain_keys() -> None:
+    p = Profile("custom", "2", options=frozenset({"rtnUIDsOpt"}))
+    assert p.options == frozenset({"rtnUIDsOpt"})
+    assert [c.CodeValue for c in p.method_codes()] == ["113100", "113110"]
+
+
+def test_options_not_yet_implemented_are_refused_by_the_engine() -> None:
+    profile = Profile("clean", "1", options=frozenset({"cleanDescOpt"}))
+    with pytest.raises(DeidError, match="cleanDescOpt"):
+        Deidentifier(KEY, profile)
+
+
+def test_parse_overrides_accepts_tags_and_keywords() -> None:
+    assert parse_overrides(
+        [("(0008,1030)", "keep"), ("0008103E", "remove"), ("BodyPartExamined", "replace:X"),
+         (0x00080060, "keep")]
+    ) == {0x00081030: "keep", 0x0008103E: "remove", 0x00180015: "replace:X", 0x00080060: "keep"}
+    with pytest.raises(DeidError, match="neither a tag nor a DICOM keyword"):
+        parse_overrides([("NotAKeyword", "keep")])
