@@ -13,7 +13,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 KEY = b"mida-test-key-0123456789abcdef!!"
 OTHER_KEY = b"another-test-key-0123456789abcd!"
@@ -44,9 +44,9 @@ PLANTED = (
 )
 
 
-def uid(suffix: str) -> str:
+def uid(suffix: str) -> UID:
     """A UID of the test root."""
-    return ROOT + suffix
+    return UID(ROOT + suffix)
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -194,8 +194,11 @@ def _private_item() -> Dataset:
 
 
 def deep_sequence(depth: int, leaf: Dataset) -> Sequence:
-    """Nest `leaf` `depth` levels deep in unlisted sequences (Anatomic Region
-    Sequence inside Derivation Image Sequence items...)."""
+    """Nest `leaf` `depth` levels deep in Derivation Image Sequences.
+
+    Derivation Image Sequence (0008,9124) is not in Table E.1-1, so the
+    engine enters it and filters its items like any other dataset.
+    """
     seq = Sequence([leaf])
     for _ in range(depth - 1):
         item = Dataset()
@@ -208,7 +211,7 @@ def to_bytes(ds: Dataset, *, implicit: bool = False) -> bytes:
     """Encode `ds` as a Part 10 file."""
     buf = io.BytesIO()
     if implicit:
-        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+        ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2")
         ds.save_as(buf, implicit_vr=True, little_endian=True, enforce_file_format=True)
     else:
         ds.save_as(buf, enforce_file_format=True)

@@ -378,6 +378,9 @@ class Deidentifier:
             raise _bad(tag, elem.VR) from None
 
     def _recurse(self, ds: Dataset, tag: int, vr: str | None, run: _Run, strict: bool) -> None:
+        raw = ds.get_item(tag)
+        if type(raw) is RawDataElement and not raw.value:  # empty: nothing to parse
+            return
         try:
             seq = ds[tag].value
         except Exception:

@@ -75,27 +75,6 @@ def _plausible(ds: Dataset) -> bool:
     return tags[0].group in (0x0002, 0x0008) and any(t.group == 0x0008 for t in tags)
 
 
-def touch_all(ds: Dataset) -> None:
-    """Convert every raw element so that bad values fail here, not later.
-
-    pydicom parses values lazily; forcing conversion up front turns a broken
-    VR or value into a ``bad_vr`` quarantine with the tag that failed.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for elem_tag in list(ds.keys()):
-            try:
-                elem = ds[elem_tag]
-            except Exception as exc:
-                raise _q(
-                    QuarantineReason.BAD_VR,
-                    f"element {Tag(elem_tag)} could not be decoded ({type(exc).__name__})",
-                ) from exc
-            if elem.VR == "SQ":
-                for item in elem.value:
-                    touch_all(item)
-
-
 def validate(ds: Dataset, *, quarantine_documents: bool = True) -> None:
     """Check what ingest needs before de-identification.
 
@@ -206,6 +185,5 @@ __all__ = [
     "check_pixel_length",
     "needs_pixel_cleaning",
     "read_dataset",
-    "touch_all",
     "validate",
 ]

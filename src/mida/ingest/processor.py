@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 from mida.catalog.models import Instance, Provenance
 from mida.config import Settings
 from mida.deid import Deidentifier, Pseudonymizer, get_profile
+from mida.dicom.json import to_json_dict
 from mida.errors import QuarantineError, QuarantineReason
 from mida.ingest import parse
 from mida.storage import BlobStore
@@ -78,7 +79,7 @@ def dataset_json(ds: Dataset) -> dict[str, Any]:
     """DICOM JSON (PS3.18 F.2) of every retained attribute; bulk data by reference."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ds.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=_bulk_uri)
+        return to_json_dict(ds, bulk_data_threshold=1024, bulk_data_element_handler=_bulk_uri)
 
 
 def record_of(ds: Dataset) -> dict[str, Any]:
@@ -227,7 +228,6 @@ class InstanceProcessor:
                 "expansion); extract it and ingest the result",
             )
         ds = parse.read_dataset(data)
-        parse.touch_all(ds)
         parse.validate(ds, quarantine_documents=self.settings.quarantine_encapsulated_documents)
         _ensure_file_meta(ds)
         ts = UID(str(ds.file_meta.TransferSyntaxUID))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from mida.catalog.models import (
     QuarantineEntry,
     Series,
     Study,
+    utcnow,
 )
 from mida.ingest.processor import Outcome
 
@@ -70,8 +71,7 @@ class CatalogWriter:
         batch, self.pending = self.pending, []
         try:
             with self.catalog.session() as s:
-                for o in batch:
-                    self._write(s, o, savepoint=False)
+                self._write_batch(s, batch)
         except IntegrityError:
             self._reset_caches()
             with self.catalog.session() as s:
@@ -89,6 +89,40 @@ class CatalogWriter:
         self._series.clear()
 
     # -- rows ---------------------------------------------------------------
+    def _write_batch(self, s: Session, batch: list[Outcome]) -> None:
+        """The fast path: parents through the caches, instances in bulk (Core INSERTs)."""
+        rows: list[dict[str, Any]] = []
+        outcomes: list[Outcome] = []
+        seen: set[str] = set()
+        for o in batch:
+            if o.status == "quarantined":
+                self._write_quarantine(s, o)
+                continue
+            rec = o.record
+            uid = rec["instance"]["SOPInstanceUID"]
+            if uid in seen:  # the same instance twice in one batch (two copies of a file)
+                self.late_duplicates += 1
+                continue
+            seen.add(uid)
+            patient_id = self._patient(s, rec["patient"])
+            study_id = self._study(s, rec["study"], patient_id, rec["series"].get("Modality"))
+            series_id = self._series_id(s, rec["series"], study_id)
+            rows.append({**rec["instance"], "series_id": series_id,
+                         "blob_sha256": rec["blob"]["sha256"], "size": rec["blob"]["size"],
+                         "created": utcnow()})
+            outcomes.append(o)
+        if not rows:
+            return
+        ids = s.execute(
+            insert(Instance).returning(Instance.id, sort_by_parameter_order=True), rows
+        ).scalars().all()
+        s.execute(insert(Provenance), [
+            {"instance_id": iid, "job_id": self.job_id, "source_kind": o.source_kind,
+             "source_ref_hash": o.source_ref_hash, "created": utcnow(),
+             **o.record["provenance"]}
+            for iid, o in zip(ids, outcomes, strict=True)
+        ])
+
     def _write(self, s: Session, o: Outcome, *, savepoint: bool) -> None:
         if o.status == "quarantined":
             self._write_quarantine(s, o)

@@ -128,6 +128,7 @@ class BlobStore:
         self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.root = root.rstrip("/")
         self.local = backend.name == "local"
+        self._dirs: set[str] = set()  # fan-out folders known to exist (saves a syscall)
         if self.local:
             os.makedirs(os.path.join(self.root, "sha256"), exist_ok=True)
             os.makedirs(os.path.join(self.root, "tmp"), exist_ok=True)
@@ -163,7 +164,10 @@ class BlobStore:
             if self.fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._dirs.add(parent)
         os.replace(tmp, path)
 
     # -- reading ------------------------------------------------------------
