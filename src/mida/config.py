@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("./mida-data"), description="Node folder (MIDA_HOME).")
     database_url: str = Field(default="", description="SQLAlchemy URL; SQLite under home.")
     storage_url: str = Field(default="", description="fsspec URL of the blob store.")
-    storage_options: dict[str, str] = Field(
+    storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options as JSON, e.g. an S3 endpoint_url."
     )
     workers: int = Field(default_factory=_default_workers, ge=1, le=256)

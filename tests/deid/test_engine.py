@@ -624,3 +624,11 @@ def test_synthetic_archive_leaks_nothing(tmp_path: Path) -> None:
                          if e.VR not in ("SQ", "OB", "OW", "OF", "OD", "UN"))  # fmt: skip
         left = [s for s in planted if s in text]
         assert not left, (rel, left)
+
+
+def test_implicit_vr_bad_values_name_the_dictionary_vr(engine: Deidentifier) -> None:
+    ds = reread(ct_dataset(), implicit=True)
+    key = BaseTag(0x00280010)
+    ds._dict[key] = RawDataElement(key, None, 3, b"\x01\x02\x03", 0, True, True)
+    with pytest.raises(QuarantineError, match=r"element \(0028,0010\) with VR US could not"):
+        engine.apply(ds)

@@ -51,11 +51,12 @@ def _values(elem: object) -> list[str]:
         elif vr == "UI":
             if not str(v).startswith("1.2.840.10008."):
                 out.append(str(v))
-        elif kw in IDENTIFYING_KEYWORDS or (elem.tag.is_private and vr in ("LO", "LT", "SH", "ST", "PN")):
+        elif kw in IDENTIFYING_KEYWORDS or (elem.tag.is_private and vr in PRIVATE_TEXT_VRS):
             out.append(str(v))
     return out
 
 
+PRIVATE_TEXT_VRS = ("LO", "LT", "SH", "ST", "PN")
 # SOP classes name a kind of object, not a person; the standard keeps them unchanged.
 TECHNICAL_TEXT = {"RescaleType", "Manufacturer", "ManufacturerModelName", "SoftwareVersions"}
 CLASS_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID",

@@ -19,6 +19,8 @@ table by its VR:
   technical text of :data:`TEXT_TAGS` (or group 0028, the image pixel
   description), the bulk data of :data:`BULK_TAGS`, and the code text of
   :data:`CODE_TAGS` in items of a :data:`STANDARD_CODING_SCHEMES` scheme.
+  Under a Retain Longitudinal option, unlisted ``DA`` and ``DT`` values are
+  shifted (or kept) and ``TM`` values kept, like the dates the table lists.
 
 Inside a sequence that the table asks to replace with a dummy (``D``, e.g.
 Content Sequence, Person Identification Code Sequence) the text allow-list is
@@ -28,7 +30,7 @@ Examples
 --------
 >>> keep_unlisted(0x00080070, "LO")  # Manufacturer
 True
->>> keep_unlisted(0x00081040, "LO")  # Institutional Department Name is in the table
+>>> keep_unlisted(0x00180024, "SH", strict=True)  # Sequence Name, inside a D sequence
 False
 >>> keep_unlisted(0x00281055, "LO")  # Window Center & Width Explanation (group 0028)
 True

@@ -3,19 +3,22 @@
 :class:`Deidentifier` applies a :class:`~mida.deid.profile.Profile` to a
 pydicom dataset in place, before anything is stored. Every element at every
 depth (sequences inside sequences, and the file meta information) gets one
-action, decided once per ``(tag, VR, context)`` and cached:
+operation, decided by :class:`~mida.deid.plan.Planner` once per ``(tag, VR,
+strict)`` and cached, in this order:
 
 1. a profile override (``keep``, ``remove``, ``replace:<value>``);
 2. group length elements ``(gggg,0000)`` are removed (the file meta group
-   length is kept: the writer recomputes it);
-3. private elements (odd groups, creators included) are removed; the hook
-   :meth:`Deidentifier._private_plan` is where a later safe-private allow
-   list plugs in;
-4. the Table E.1-1 action under the profile's options (see
-   :mod:`mida.deid.table`);
+   length stays: the writer recomputes it);
+3. private elements (odd groups, creators included) are removed;
+   :meth:`~mida.deid.plan.Planner.private_plan` is the hook where the Retain
+   Safe Private option will plug in;
+4. the Table E.1-1 action under the profile's options
+   (:mod:`mida.deid.table`);
 5. attributes absent from the table follow :mod:`mida.deid.allowlist`:
-   numbers and codes kept, UIDs pseudonymized, sequences entered, text and
-   other bulk data removed unless allow-listed (safe by default).
+   numbers and code strings kept, UIDs pseudonymized, sequences entered,
+   text and other bulk data removed unless allow-listed (safe by default);
+   code text (Code Value, Code Meaning...) is kept only in items of a
+   standard coding scheme.
 
 Actions
 -------
@@ -29,16 +32,19 @@ is off (a code in Person Identification Code Sequence may name a person);
 ``K`` keeps (Patient's Age is capped at ``090Y``, HIPAA); ``C`` shifts DA
 and DT values by the patient's offset under the Modified Dates option and
 keeps TM values (the shift is whole days); any other ``C`` (a text or OB
-timestamp, or an option not implemented) falls back to the Basic Profile
-action, which retains less.
+timestamp, Timezone Offset From UTC, or a clean option not implemented yet)
+falls back to the Basic Profile action, which retains less. A raw value that
+is kept must match its VR (``DS``, ``IS``, ``CS``, ``TM``... syntax, binary
+length a multiple of the item size), else the instance is quarantined.
 
 Patient's Name and Patient ID become the patient pseudonym
 (:meth:`~mida.deid.pseudonyms.Pseudonymizer.patient_id` of the original ID
-and issuer); every UI value at any depth, file meta included, becomes its
-pseudonym except UIDs under the DICOM root and the class-like UIDs of
-:data:`~mida.deid.allowlist.CLASS_UID_TAGS`. Repeating overlay groups
+and issuer; without an ID, of the name and birth date); the date offset
+derives from the same key. Every UI value at any depth, file meta included,
+becomes its pseudonym except UIDs under the DICOM root and the class-like
+UIDs of :data:`~mida.deid.allowlist.CLASS_UID_TAGS`. Repeating overlay groups
 ``60xx`` are removed whole when Overlay Data is removed, so no overlay is
-left without its data.
+left without its data. A non-zero preamble is zeroed.
 
 Combined actions
 ----------------
@@ -47,24 +53,27 @@ Type in the IOD. This version has no IOD table yet, so each is resolved to
 the safer compliant choice, and every resolution is recorded in
 :attr:`DeidReport.combined_choices`:
 
-========  ===============================================================
-``X/Z``   ``Z``: the attribute stays present (valid for Type 2) and empty.
-``X/D``   ``D``: a dummy is valid whatever the Type.
-``Z/D``   ``D`` for UI and ID attributes (Patient ID gets the pseudonym),
-          else ``Z``.
-``X/Z/D`` ``D`` for UI values and reference sequences (``Referenced ...
-          Sequence``: kept, items filtered, UIDs pseudonymized), else ``Z``.
-``X/Z/U*`` ``U`` for UI values; for a sequence ``U``: items filtered with
-          their UIDs pseudonymized so references still resolve; else ``Z``.
-========  ===============================================================
+==========  =============================================================
+``X/Z``     ``Z``: the attribute stays present (valid for Type 2) and empty.
+``X/D``     ``D``: a dummy is valid whatever the Type.
+``Z/D``     ``D`` for UI and ID attributes (Patient ID gets the pseudonym),
+            else ``Z``.
+``X/Z/D``   ``D`` for UI values and reference sequences (``Referenced ...
+            Sequence``: kept, items filtered strictly, UIDs pseudonymized),
+            else ``Z``.
+``X/Z/U*``  ``U`` for UI values and for sequences (items filtered, UIDs
+            pseudonymized, so references still resolve), else ``Z``.
+==========  =============================================================
 
 Safety of errors
 ----------------
-Messages never carry values. A value that must be read or kept but cannot be
-decoded raises :class:`~mida.errors.QuarantineError` with reason ``BAD_VR``
-naming only the tag and VR; any other failure raises ``DEID_FAILED`` naming
-only the exception type. After an error the dataset is half-processed and
-must be discarded.
+Messages never carry values, and values are decoded without pydicom's
+validators, whose warnings quote them into the log. A value that must be
+read or kept but cannot be decoded raises
+:class:`~mida.errors.QuarantineError` with reason ``BAD_VR`` naming only the
+tag and VR; any other failure raises ``DEID_FAILED`` naming only the
+exception type. After an error the dataset is half-processed and must be
+discarded.
 
 Examples
 --------
@@ -110,7 +119,14 @@ from mida.deid.elements import (
     read_values,
     snapshot,
 )
-from mida.deid.plan import SUPPORTED_OPTIONS, VALID_VRS, Op, Plan, Planner
+from mida.deid.plan import (
+    SUPPORTED_OPTIONS,
+    VALID_VRS,
+    Op,
+    Plan,
+    Planner,
+    dictionary_vr_or_un,
+)
 from mida.deid.profile import Profile, get_profile
 from mida.deid.pseudonyms import Pseudonymizer, patient_key, shift_da, shift_dt
 from mida.deid.report import CombinedActionChoice, DeidReport, tag_str
@@ -139,6 +155,8 @@ _DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
 def _bad(tag: int, vr: str | None) -> QuarantineError:
+    if vr is None:  # implicit VR: name the dictionary's
+        vr = dictionary_vr_or_un(tag)
     shown = vr if vr in VALID_VRS else "??"
     return QuarantineError(
         QuarantineReason.BAD_VR, f"element {tag_str(tag)} with VR {shown} could not be decoded"
@@ -270,7 +288,9 @@ class Deidentifier:
         self._walk(ds, run, strict=False, top=True)
         file_meta = getattr(ds, "file_meta", None)
         if file_meta is not None:
+            run.encoding = _META_ENCODING
             self._walk(file_meta, run, strict=False, top=False)
+            run.encoding = encoding_of(ds)
             for tag, vr, value in (
                 (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
                 (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),

@@ -51,7 +51,7 @@ PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 OVERLAY_DATA = 0x60003000
 REWRITTEN_META = frozenset({0x00020012, 0x00020013})
-"""Implementation Class UID and Version Name: replaced after the walk."""
+"""Implementation Class UID and Version Name: removed, then mida's are written."""
 
 TEXT_DUMMY = "ANONYMIZED"
 DUMMIES: Mapping[str, Any] = {
@@ -259,8 +259,8 @@ class Planner:
             return Plan(Op.KEEP, "K") if group == 0x0002 else Plan(Op.REMOVE, "X")
         if group & 1:
             return self.private_plan(tag, vr)
-        if tag in REWRITTEN_META:
-            return Plan(Op.KEEP, "D")
+        if tag in REWRITTEN_META:  # the engine writes mida's own into the file meta
+            return Plan(Op.REMOVE, "X")
         if self._drop_overlays and group & 0xFF01 == 0x6000:
             return Plan(Op.REMOVE, "X")
         rule = self.table.lookup(tag)
@@ -375,6 +375,7 @@ __all__ = [
     "Op",
     "Plan",
     "Planner",
+    "dictionary_vr_or_un",
     "effective_vr",
     "keep_plan",
     "resolve_combined",

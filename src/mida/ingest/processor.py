@@ -34,6 +34,23 @@ from mida.storage.quarantine import QuarantineArea
 log = logging.getLogger(__name__)
 
 
+def quiet_pydicom() -> None:
+    """Keep pydicom from echoing values of identified files.
+
+    pydicom's validators warn and log with the offending value quoted, which
+    for an identified input can be a name or an ID. Ingest does not need that
+    validation (it checks what it keeps, and reports by tag), so it is off in
+    ingest processes and pydicom's own log records go nowhere.
+    """
+    from pydicom import config as pydicom_config
+
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+    plog = logging.getLogger("pydicom")
+    plog.handlers[:] = [logging.NullHandler()]
+    plog.propagate = False
+
+
 @dataclass(frozen=True)
 class Source:
     """Where an input came from: a kind and a local reference (hashed before storage)."""
@@ -169,6 +186,7 @@ class InstanceProcessor:
     def __init__(
         self, settings: Settings, key: bytes, profile: str, store: BlobStore, engine: Engine
     ) -> None:
+        quiet_pydicom()
         self.settings = settings
         self.profile = get_profile(profile)
         self.deid = Deidentifier(key, self.profile)
@@ -241,8 +259,8 @@ class InstanceProcessor:
             )
         if ts.is_compressed and "PixelData" in ds:
             parse.check_decodable(ds)
-        original_uid_hash = self.pseudo.keyed_hash(str(ds.SOPInstanceUID))
-        self.deid.apply(ds)
+        report = self.deid.apply(ds)
+        original_uid_hash = report.source_uid_hash
         sop_uid = str(ds.SOPInstanceUID)
         if self._known_instance(sop_uid):
             return Outcome("duplicate", **base)
