@@ -165,3 +165,23 @@ def test_unreadable_file_is_reported(node: Node, tmp_path: Path) -> None:
     p.chmod(0)
     s = ingest_paths(node, [tmp_path / "src"], "c", workers=1)
     assert s.by_reason == {"unreadable": 1}
+
+
+@pytest.mark.parametrize("batch_size", [1, 200])
+def test_two_copies_in_one_run_are_stored_once(tmp_path: Path, batch_size: int) -> None:
+    """Copies in the same batch, or racing across batches, count as duplicates once."""
+    from mida.config import Settings
+    from mida.node import init_node
+
+    node = init_node(Settings(home=tmp_path / "n", workers=2, batch_size=batch_size), "T", "T",
+                     key=b"d" * 32)
+    src = tmp_path / "src"
+    for i in range(6):
+        write(src / f"{i}.dcm")
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for i in range(6):
+        (copies / f"{i}.dcm").write_bytes((src / f"{i}.dcm").read_bytes() + b"")
+    s = ingest_paths(node, [src, copies], "c")
+    assert s.stored + s.duplicates == 12
+    assert _count(node, Instance) == s.stored == 6

@@ -71,7 +71,8 @@ class CatalogWriter:
         batch, self.pending = self.pending, []
         try:
             with self.catalog.session() as s:
-                self._write_batch(s, batch)
+                dups = self._write_batch(s, batch)
+            self.late_duplicates += dups
         except IntegrityError:
             self._reset_caches()
             with self.catalog.session() as s:
@@ -89,8 +90,13 @@ class CatalogWriter:
         self._series.clear()
 
     # -- rows ---------------------------------------------------------------
-    def _write_batch(self, s: Session, batch: list[Outcome]) -> None:
-        """The fast path: parents through the caches, instances in bulk (Core INSERTs)."""
+    def _write_batch(self, s: Session, batch: list[Outcome]) -> int:
+        """The fast path: parents through the caches, instances in bulk (Core INSERTs).
+
+        Returns the number of in-batch duplicates skipped (counted by the caller
+        only once the transaction commits, so a replay does not count twice).
+        """
+        dups = 0
         rows: list[dict[str, Any]] = []
         outcomes: list[Outcome] = []
         seen: set[str] = set()
@@ -101,7 +107,7 @@ class CatalogWriter:
             rec = o.record
             uid = rec["instance"]["SOPInstanceUID"]
             if uid in seen:  # the same instance twice in one batch (two copies of a file)
-                self.late_duplicates += 1
+                dups += 1
                 continue
             seen.add(uid)
             patient_id = self._patient(s, rec["patient"])
@@ -112,7 +118,7 @@ class CatalogWriter:
                          "created": utcnow()})
             outcomes.append(o)
         if not rows:
-            return
+            return dups
         ids = s.execute(
             insert(Instance).returning(Instance.id, sort_by_parameter_order=True), rows
         ).scalars().all()
@@ -122,6 +128,7 @@ class CatalogWriter:
              **o.record["provenance"]}
             for iid, o in zip(ids, outcomes, strict=True)
         ])
+        return dups
 
     def _write(self, s: Session, o: Outcome, *, savepoint: bool) -> None:
         if o.status == "quarantined":
