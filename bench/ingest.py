@@ -410,6 +410,27 @@ def software_versions(opts: Options) -> dict[str, str]:
     return versions
 
 
+def mida_revision() -> str:
+    """``git`` HEAD of the checkout, ``+dirty`` if ``src/`` has uncommitted edits.
+
+    The bench measures the installed (editable) working tree, so this says
+    which code the mida row measured.
+    """
+    repo = BENCH_DIR.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "src")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
 def print_table(report: dict[str, Any]) -> None:
     """The human-readable table for one corpus."""
     mb = report["total_bytes"] / 1e6
@@ -469,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     started = dt.datetime.now(dt.UTC)
     machine = machine_info()
+    revision = mida_revision()
     workroot = Path(tempfile.mkdtemp(prefix="mida-bench-", dir=opts.tmp_dir))
     try:
         bench = Bench(opts, workroot)
@@ -483,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         "mida_workers": opts.workers,
         "rest_clients": opts.rest_clients,
         "machine": {**machine, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "versions": {**software_versions(opts), **bench.versions},
+        "versions": {**software_versions(opts), **bench.versions, "mida_git": revision},
         "corpora": reports,
     }
     out = result_path(opts, started.date())
