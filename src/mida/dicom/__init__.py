@@ -1,22 +1,14 @@
-"""DICOM helpers: synthetic sample studies and Taiwan national IDs (so far).
+"""DICOM helpers (floor 1): fast DICOM JSON, synthetic sample studies, Taiwan national IDs.
 
-Submodules
-----------
+Submodules are imported on demand, so that ingest workers do not pay for the
+sample generator:
+
+json
+    :func:`~mida.dicom.json.to_json_dict`, the DICOM JSON model from raw elements.
 sample
     :func:`~mida.dicom.sample.generate` writes synthetic studies with planted PHI.
 twid
     Validate and draw Taiwan national ID numbers.
 """
 
-from mida.dicom import sample, twid
-from mida.dicom.sample import BurnedInText, SampleManifest, SampleStudy
-from mida.dicom.sample import generate as generate_sample
-
-__all__ = [
-    "BurnedInText",
-    "SampleManifest",
-    "SampleStudy",
-    "generate_sample",
-    "sample",
-    "twid",
-]
+__all__ = ["json", "sample", "twid"]

@@ -20,9 +20,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, TextClause, text
 
-from mida.catalog.models import Instance, Provenance
 from mida.config import Settings
 from mida.deid import Deidentifier, Pseudonymizer, get_profile
 from mida.dicom.json import to_json_dict
@@ -193,18 +192,29 @@ class InstanceProcessor:
         self.pseudo = Pseudonymizer(key)
         self.store = store
         self.engine = engine
+        self._conn: Connection | None = None
         self.quarantine = QuarantineArea(settings.quarantine_dir)
 
     # -- lookups ------------------------------------------------------------
+    # Two indexed look-ups per input, on one connection held by this process
+    # (opened lazily, so never shared across a fork), each in its own short
+    # read transaction so that rows committed by the writer are seen.
+    _SOURCE = text("SELECT 1 FROM provenance WHERE source_digest = :v LIMIT 1")
+    _INSTANCE = text('SELECT 1 FROM instance WHERE "SOPInstanceUID" = :v LIMIT 1')
+
+    def _exists(self, stmt: TextClause, value: str) -> bool:
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        try:
+            return self._conn.execute(stmt, {"v": value}).first() is not None
+        finally:
+            self._conn.rollback()
+
     def _known_source(self, source_digest: str) -> bool:
-        with self.engine.connect() as c:
-            q = select(Provenance.id).where(Provenance.source_digest == source_digest).limit(1)
-            return c.execute(q).first() is not None
+        return self._exists(self._SOURCE, source_digest)
 
     def _known_instance(self, sop_uid: str) -> bool:
-        with self.engine.connect() as c:
-            q = select(Instance.id).where(Instance.SOPInstanceUID == sop_uid).limit(1)
-            return c.execute(q).first() is not None
+        return self._exists(self._INSTANCE, sop_uid)
 
     # -- work ---------------------------------------------------------------
     def process(self, data: bytes, source: Source) -> Outcome:

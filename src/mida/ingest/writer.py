@@ -9,9 +9,9 @@ by row, each in a savepoint, and the rows already there count as duplicates.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -119,10 +119,13 @@ class CatalogWriter:
             outcomes.append(o)
         if not rows:
             return dups
+        # Core (not ORM) INSERTs: one multi-row statement per batch ("insertmanyvalues").
+        instance_t = cast(Table, Instance.__table__)
+        provenance_t = cast(Table, Provenance.__table__)
         ids = s.execute(
-            insert(Instance).returning(Instance.id, sort_by_parameter_order=True), rows
+            insert(instance_t).returning(instance_t.c.id, sort_by_parameter_order=True), rows
         ).scalars().all()
-        s.execute(insert(Provenance), [
+        s.execute(insert(provenance_t), [
             {"instance_id": iid, "job_id": self.job_id, "source_kind": o.source_kind,
              "source_ref_hash": o.source_ref_hash, "created": utcnow(),
              **o.record["provenance"]}

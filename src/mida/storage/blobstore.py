@@ -9,8 +9,10 @@ same content twice is a no-op and a crash can leave at most an orphan blob
 * on an object store (S3 and compatible) a single PUT is atomic by the
   store's own contract: an object is visible whole or not at all.
 
-Layout: ``<root>/sha256/ab/cd/abcd...`` (two levels of fan-out keep folders
-small on file systems and spread keys on object stores).
+Layout: ``<root>/sha256/ab/abcd...``: one level of 256 fan-out folders, as
+git does. A second level would cost a new folder (two mkdirs) for most of
+the first 65,536 blobs; one level keeps folders under ~40,000 entries up to
+ten million blobs, which ext4 and XFS index well.
 
 Examples
 --------
@@ -138,7 +140,7 @@ class BlobStore:
         """The storage path of a digest."""
         if not _DIGEST.match(digest):
             raise StorageError(f"not a sha256 hex digest: {digest[:80]!r}")
-        return f"{self.root}/sha256/{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self.root}/sha256/{digest[:2]}/{digest}"
 
     # -- writing ------------------------------------------------------------
     def put(self, data: bytes, digest: str | None = None) -> BlobRef:
