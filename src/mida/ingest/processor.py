@@ -11,7 +11,6 @@ any moment leaves at most an orphan blob that the next run re-registers.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import traceback
 import warnings
@@ -25,6 +24,7 @@ from sqlalchemy import Connection, Engine, TextClause, text
 from mida.config import Settings
 from mida.deid import Deidentifier, Pseudonymizer, get_profile
 from mida.dicom.json import to_json_dict
+from mida.dicom.write import encode
 from mida.errors import QuarantineError, QuarantineReason
 from mida.ingest import parse
 from mida.storage import BlobStore
@@ -274,11 +274,7 @@ class InstanceProcessor:
         sop_uid = str(ds.SOPInstanceUID)
         if self._known_instance(sop_uid):
             return Outcome("duplicate", **base)
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds.save_as(buf, enforce_file_format=True)
-        out = buf.getvalue()
+        out = encode(ds)
         ref = self.store.put(out)
         record = record_of(ds)
         record["blob"] = {"sha256": ref.digest, "size": ref.size}

@@ -56,7 +56,6 @@ class CatalogWriter:
         self._studies: dict[str, int] = {}
         self._series: dict[str, int] = {}
         self.late_duplicates = 0
-        self.written_quarantine_ids: list[int] = []
 
     def add(self, outcome: Outcome) -> None:
         if outcome.status == "duplicate":
@@ -79,7 +78,7 @@ class CatalogWriter:
                 for o in batch:
                     try:
                         with s.begin_nested():
-                            self._write(s, o, savepoint=True)
+                            self._write_one(s, o)
                     except IntegrityError:
                         self.late_duplicates += 1
                         self._reset_caches()
@@ -133,11 +132,12 @@ class CatalogWriter:
         ])
         return dups
 
-    def _write(self, s: Session, o: Outcome, *, savepoint: bool) -> None:
+    def _write_one(self, s: Session, o: Outcome) -> None:
+        """The replay path: one outcome, checking for rows another writer added."""
         if o.status == "quarantined":
             self._write_quarantine(s, o)
         elif o.status == "stored":
-            self._write_instance(s, o.record, o, savepoint=savepoint)
+            self._write_instance(s, o.record, o)
 
     def _write_quarantine(self, s: Session, o: Outcome) -> None:
         existing = s.scalar(
@@ -155,7 +155,6 @@ class CatalogWriter:
         )
         s.add(entry)
         s.flush()
-        self.written_quarantine_ids.append(entry.id)
 
     def _patient(self, s: Session, p: dict[str, Any]) -> int:
         pid = p["PatientID"]
@@ -208,11 +207,9 @@ class CatalogWriter:
         self._series[uid] = row.id
         return row.id
 
-    def _write_instance(
-        self, s: Session, rec: dict[str, Any], o: Outcome, *, savepoint: bool
-    ) -> None:
+    def _write_instance(self, s: Session, rec: dict[str, Any], o: Outcome) -> None:
         inst = rec["instance"]
-        if savepoint and s.scalar(
+        if s.scalar(
             select(Instance.id).where(Instance.SOPInstanceUID == inst["SOPInstanceUID"])
         ):
             self.late_duplicates += 1
