@@ -447,7 +447,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{_fmt(row['inst_per_s'], 1):>10}{_fmt(row['mb_per_s'], 1):>9}"
             f"{_fmt(row['peak_rss_mib'], 0):>14}{_fmt(row['vs_faster_orthanc'], 2):>18}"
         )
-        if row["status"] != "ok" and row["note"]:
+        if row["note"] and (row["status"] != "ok" or row["method"] == "mida"):
             print(f"    note: {_last_line(row['note'])}")
     for check, verdict in report["checks"].items():
         print(f"  target {check}: {verdict.upper()}")

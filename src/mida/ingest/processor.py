@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from sqlalchemy import Connection, Engine, TextClause, text
@@ -72,16 +73,30 @@ class Outcome:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def _str(ds: Dataset, keyword: str) -> str | None:
-    v = ds.get(keyword)
+def _first(js: dict[str, Any], keyword: str) -> Any:
+    """The first value of an attribute in a DICOM JSON dict, or None."""
+    entry = js.get(_TAGS[keyword])
+    if not entry:
+        return None
+    values = entry.get("Value")
+    if not values:
+        return None
+    v = values[0]
+    if isinstance(v, dict):  # a person name
+        return v.get("Alphabetic")
+    return v
+
+
+def _str(js: dict[str, Any], keyword: str) -> str | None:
+    v = _first(js, keyword)
     if v is None or v == "":
         return None
     return str(v)
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(js: dict[str, Any], keyword: str) -> int | None:
+    v = _first(js, keyword)
     try:
-        v = ds.get(keyword)
         return int(v) if v not in (None, "") else None
     except (TypeError, ValueError):
         return None
@@ -98,40 +113,51 @@ def dataset_json(ds: Dataset) -> dict[str, Any]:
         return to_json_dict(ds, bulk_data_threshold=1024, bulk_data_element_handler=_bulk_uri)
 
 
+_TAGS = {
+    kw: f"{int(tag_for_keyword(kw) or 0):08X}"
+    for kw in (
+        "PatientID", "PatientSex", "PatientAge", "StudyInstanceUID", "StudyDate", "StudyTime",
+        "AccessionNumber", "StudyID", "StudyDescription", "SeriesInstanceUID", "Modality",
+        "SeriesNumber", "SeriesDescription", "BodyPartExamined", "Manufacturer",
+        "SOPInstanceUID", "SOPClassUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames",
+    )
+}
+
+
 def record_of(ds: Dataset) -> dict[str, Any]:
-    """Catalog columns of a de-identified dataset."""
-    modality = _str(ds, "Modality")
+    """Catalog columns of a de-identified dataset, read from its DICOM JSON."""
+    js = dataset_json(ds)
     return {
         "patient": {
-            "PatientID": _str(ds, "PatientID") or "",
-            "PatientSex": _str(ds, "PatientSex"),
-            "PatientAge": _str(ds, "PatientAge"),
+            "PatientID": _str(js, "PatientID") or "",
+            "PatientSex": _str(js, "PatientSex"),
+            "PatientAge": _str(js, "PatientAge"),
         },
         "study": {
-            "StudyInstanceUID": str(ds.StudyInstanceUID),
-            "StudyDate": _str(ds, "StudyDate"),
-            "StudyTime": _str(ds, "StudyTime"),
-            "AccessionNumber": _str(ds, "AccessionNumber"),
-            "StudyID": _str(ds, "StudyID"),
-            "StudyDescription": _str(ds, "StudyDescription"),
+            "StudyInstanceUID": _str(js, "StudyInstanceUID"),
+            "StudyDate": _str(js, "StudyDate"),
+            "StudyTime": _str(js, "StudyTime"),
+            "AccessionNumber": _str(js, "AccessionNumber"),
+            "StudyID": _str(js, "StudyID"),
+            "StudyDescription": _str(js, "StudyDescription"),
         },
         "series": {
-            "SeriesInstanceUID": str(ds.SeriesInstanceUID),
-            "Modality": modality,
-            "SeriesNumber": _int(ds, "SeriesNumber"),
-            "SeriesDescription": _str(ds, "SeriesDescription"),
-            "BodyPartExamined": _str(ds, "BodyPartExamined"),
-            "Manufacturer": _str(ds, "Manufacturer"),
+            "SeriesInstanceUID": _str(js, "SeriesInstanceUID"),
+            "Modality": _str(js, "Modality"),
+            "SeriesNumber": _int(js, "SeriesNumber"),
+            "SeriesDescription": _str(js, "SeriesDescription"),
+            "BodyPartExamined": _str(js, "BodyPartExamined"),
+            "Manufacturer": _str(js, "Manufacturer"),
         },
         "instance": {
-            "SOPInstanceUID": str(ds.SOPInstanceUID),
-            "SOPClassUID": str(ds.SOPClassUID),
+            "SOPInstanceUID": _str(js, "SOPInstanceUID"),
+            "SOPClassUID": _str(js, "SOPClassUID"),
             "TransferSyntaxUID": str(ds.file_meta.TransferSyntaxUID),
-            "InstanceNumber": _int(ds, "InstanceNumber"),
-            "Rows": _int(ds, "Rows"),
-            "Columns": _int(ds, "Columns"),
-            "NumberOfFrames": _int(ds, "NumberOfFrames"),
-            "dataset": dataset_json(ds),
+            "InstanceNumber": _int(js, "InstanceNumber"),
+            "Rows": _int(js, "Rows"),
+            "Columns": _int(js, "Columns"),
+            "NumberOfFrames": _int(js, "NumberOfFrames"),
+            "dataset": js,
         },
     }
 
@@ -264,7 +290,7 @@ class InstanceProcessor:
             raise QuarantineError(
                 QuarantineReason.BURNED_IN_TEXT,
                 "pixels may carry burned-in identifying text (BurnedInAnnotation is YES, or "
-                f"missing for modality {_str(ds, 'Modality') or 'unknown'}) and no pixel-cleaning "
+                f"missing for modality {ds.get('Modality') or 'unknown'}) and no pixel-cleaning "
                 "rule covers this image",
             )
         if ts.is_compressed and "PixelData" in ds:
