@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    linkage_vault: bool = Field(
+        default=False, description="Keep an encrypted pseudonym-to-identity vault (honest broker)."
+    )
     deid_profile: str = Field(
         default="default", description="De-identification profile for new collections."
     )
@@ -81,6 +84,19 @@ class Settings(BaseSettings):
     def key_file(self) -> Path:
         """The de-identification key (mode 0600, never logged)."""
         return self.home / "keys" / "deid.key"
+
+    @property
+    def vault_key_file(self) -> Path:
+        """The linkage vault's key (mode 0600), apart from the de-identification key."""
+        return self.home / "keys" / "vault.key"
+
+    @property
+    def vault_file(self) -> Path:
+        return self.home / "vault" / "vault.sqlite"
+
+    @property
+    def audit_file(self) -> Path:
+        return self.home / "audit" / "audit.jsonl"
 
     @property
     def node_file(self) -> Path:

@@ -31,6 +31,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="mida: Medical Imaging Data for AI — a de-identified imaging archive node.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and retry quarantined inputs.")
 app.add_typer(quarantine_app, name="quarantine")
+keys_app = typer.Typer(no_args_is_help=True, help="The de-identification key: show, rotate.")
+app.add_typer(keys_app, name="keys")
+vault_app = typer.Typer(no_args_is_help=True, help="The linkage vault (honest broker only).")
+app.add_typer(vault_app, name="vault")
+audit_app = typer.Typer(no_args_is_help=True, help="The node's audit trail.")
+app.add_typer(audit_app, name="audit")
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -327,6 +333,94 @@ def quarantine_retry(
         emit_json(rows)
     else:
         table(rows, title="retry")
+
+
+@keys_app.command("show")
+@handle_errors
+def keys_show(json_out: JsonOpt = False) -> None:
+    """The current key id and the retired ones (never the keys themselves)."""
+    s = _settings()
+    node = _node()
+    info = json.loads(s.node_file.read_text())
+    data = {"key_id": node.key_id, "retired_key_ids": info.get("retired_key_ids", []),
+            "key_file": str(s.key_file), "vault_enabled": s.linkage_vault}
+    if json_out:
+        emit_json(data)
+    else:
+        kv(data, title="keys")
+
+
+@keys_app.command("rotate")
+@handle_errors
+def keys_rotate(
+    key_file: Annotated[Path | None, typer.Option(help="New key (hex); random if omitted.")]
+    = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: new pseudonyms from now on.")]
+    = False,
+) -> None:
+    """Replace the de-identification key (the old one is kept under keys/retired/)."""
+    from mida.node import rotate_key
+    from mida.sharing import AuditLog
+
+    if not yes:
+        raise MidaError(
+            "rotating the key gives every patient new pseudonyms from now on; "
+            "run again with --yes to confirm"
+        )
+    s = _settings()
+    key = bytes.fromhex(key_file.read_text().strip()) if key_file else None
+    old, new = rotate_key(s, key=key)
+    AuditLog(s.audit_file).append("keys.rotate", {"old_key_id": old, "new_key_id": new})
+    console.print(f"key rotated: {old} -> {new} (old key kept under keys/retired/)")
+
+
+@vault_app.command("lookup")
+@handle_errors
+def vault_lookup(
+    pseudonym: Annotated[str, typer.Argument(help="A PatientID pseudonym (P…).")],
+    justification: Annotated[str, typer.Option(
+        help="Why the identity is needed (recorded in the audit trail).")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Resolve a pseudonym to the original identifiers (honest broker; audited)."""
+    from mida.deid.vault import LinkageVault
+    from mida.sharing import AuditLog
+
+    s = _settings()
+    node = _node()
+    if len(justification.strip()) < 10:
+        raise MidaError("a --justification of 10 or more characters is required (it is audited)")
+    if not s.vault_file.exists():
+        raise MidaError("this node has no linkage vault: set MIDA_LINKAGE_VAULT=true before ingest")
+    AuditLog(s.audit_file).append(
+        "vault.lookup", {"pseudonym": pseudonym, "justification": justification.strip()}
+    )
+    vault = LinkageVault(s.vault_file, node.vault_key())
+    try:
+        data = vault.lookup(pseudonym)
+    finally:
+        vault.close()
+    if json_out:
+        emit_json(data)
+    else:
+        kv(data, title=f"identity behind {pseudonym} (audited)")
+
+
+@audit_app.command("verify")
+@handle_errors
+def audit_verify(json_out: JsonOpt = False) -> None:
+    """Check the audit trail's hash chain; exit 1 if an entry was edited or removed."""
+    from mida.sharing import AuditLog
+
+    log = AuditLog(_settings().audit_file)
+    broken = log.verify()
+    data = {"entries": len(log.entries()), "broken_lines": broken, "intact": not broken}
+    if json_out:
+        emit_json(data)
+    else:
+        kv(data, title="audit")
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command()

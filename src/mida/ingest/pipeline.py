@@ -20,6 +20,7 @@ from typing import Any
 from mida.catalog.db import make_engine
 from mida.catalog.service import finish_job, get_or_create_collection, start_job
 from mida.config import Settings
+from mida.deid.vault import LinkageVault
 from mida.errors import QuarantineReason
 from mida.events import EventBus, FileDiscovered, FileProcessed, IngestFinished, IngestStarted
 from mida.ingest.processor import InstanceProcessor, Outcome, Source
@@ -58,15 +59,20 @@ class IngestSummary:
 _PROCESSOR: InstanceProcessor | None = None
 
 
-def _make_processor(settings: Settings, key: bytes, profile: str) -> InstanceProcessor:
+def _make_processor(
+    settings: Settings, key: bytes, profile: str, vault_key: bytes | None = None
+) -> InstanceProcessor:
     store = open_store(settings.storage_url, fsync=settings.fsync,
                        storage_options=settings.storage_options or None)
-    return InstanceProcessor(settings, key, profile, store, make_engine(settings.database_url))
+    return InstanceProcessor(settings, key, profile, store, make_engine(settings.database_url),
+                             vault_key=vault_key)
 
 
-def _init_worker(settings_dump: dict[str, Any], key: bytes, profile: str) -> None:
+def _init_worker(
+    settings_dump: dict[str, Any], key: bytes, profile: str, vault_key: bytes | None
+) -> None:
     global _PROCESSOR
-    _PROCESSOR = _make_processor(Settings(**settings_dump), key, profile)
+    _PROCESSOR = _make_processor(Settings(**settings_dump), key, profile, vault_key)
 
 
 def _read(item: Item, settings: Settings) -> bytes:
@@ -137,7 +143,8 @@ class Ingestor:
             self.collection_id = col.id
             self.profile = col.deid_profile
         self._key = node.key()
-        self._local = _make_processor(self.settings, self._key, self.profile)
+        self._vault_key = node.vault_key() if self.settings.linkage_vault else None
+        self._local = _make_processor(self.settings, self._key, self.profile, self._vault_key)
         self._archive_sha: dict[str, str] = {}
 
     def _refused(self, r: Refused) -> Outcome:
@@ -157,9 +164,11 @@ class Ingestor:
                                           "workers": self.workers})
             job_id = job.id
         summary = IngestSummary(job_id=job_id, collection=self.collection)
+        vault = (LinkageVault(self.settings.vault_file, self._vault_key)
+                 if self._vault_key is not None else None)
         writer = CatalogWriter(self.catalog, institution_id=self.node.institution_id(),
                                collection_id=self.collection_id, job_id=job_id,
-                               batch_size=self.settings.batch_size)
+                               batch_size=self.settings.batch_size, vault=vault)
         self.bus.emit(IngestStarted(job_id=job_id, sources=total))
         self.bus.emit(FileDiscovered(total=total))
         log.info("ingest job %s started: %s inputs into collection %s", job_id, total,
@@ -217,7 +226,7 @@ class Ingestor:
         dump = self.settings.model_dump()
         with cf.ProcessPoolExecutor(
             self.workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(dump, self._key, self.profile),
+            initargs=(dump, self._key, self.profile, self._vault_key),
         ) as pool:
             pending: set[cf.Future[Outcome]] = set()
             try:

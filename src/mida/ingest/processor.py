@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, TextClause, text
 
 from mida.config import Settings
 from mida.deid import Deidentifier, Pseudonymizer, get_profile
+from mida.deid.vault import IDENTIFYING_KEYWORDS, seal
 from mida.dicom.json import to_json_dict
 from mida.dicom.write import encode
 from mida.errors import QuarantineError, QuarantineReason
@@ -209,9 +210,12 @@ class InstanceProcessor:
     """
 
     def __init__(
-        self, settings: Settings, key: bytes, profile: str, store: BlobStore, engine: Engine
+        self, settings: Settings, key: bytes, profile: str, store: BlobStore, engine: Engine,
+        vault_key: bytes | None = None,
     ) -> None:
         quiet_pydicom()
+        self.vault_key = vault_key
+        self._sealed: set[str] = set()  # pseudonyms this process already sealed
         self.settings = settings
         self.profile = get_profile(profile)
         self.deid = Deidentifier(key, self.profile)
@@ -220,6 +224,16 @@ class InstanceProcessor:
         self.engine = engine
         self._conn: Connection | None = None
         self.quarantine = QuarantineArea(settings.quarantine_dir)
+
+    @staticmethod
+    def _identifiers(ds: Dataset) -> dict[str, str]:
+        """The original identifiers the linkage vault keeps (read before de-identification)."""
+        out = {}
+        for kw in IDENTIFYING_KEYWORDS:
+            v = ds.get(kw)
+            if v not in (None, ""):
+                out[kw] = str(v)
+        return out
 
     # -- lookups ------------------------------------------------------------
     # Two indexed look-ups per input, on one connection held by this process
@@ -295,6 +309,7 @@ class InstanceProcessor:
             )
         if ts.is_compressed and "PixelData" in ds:
             parse.check_decodable(ds)
+        identifiers = self._identifiers(ds) if self.vault_key is not None else None
         report = self.deid.apply(ds)
         original_uid_hash = report.source_uid_hash
         sop_uid = str(ds.SOPInstanceUID)
@@ -304,6 +319,11 @@ class InstanceProcessor:
         ref = self.store.put(out)
         record = record_of(ds)
         record["blob"] = {"sha256": ref.digest, "size": ref.size}
+        if identifiers is not None and report.patient_pseudonym not in self._sealed:
+            assert self.vault_key is not None
+            pseudonym = report.patient_pseudonym
+            record["vault"] = (pseudonym, seal(self.vault_key, pseudonym, identifiers))
+            self._sealed.add(pseudonym)
         record["provenance"] = {
             "source_digest": source_digest,
             "original_uid_hash": original_uid_hash,

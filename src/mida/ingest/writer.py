@@ -25,6 +25,7 @@ from mida.catalog.models import (
     Study,
     utcnow,
 )
+from mida.deid.vault import LinkageVault
 from mida.ingest.processor import Outcome
 
 
@@ -44,8 +45,9 @@ class CatalogWriter:
 
     def __init__(
         self, catalog: Catalog, *, institution_id: int, collection_id: int | None,
-        job_id: int | None, batch_size: int = 200,
+        job_id: int | None, batch_size: int = 200, vault: LinkageVault | None = None,
     ) -> None:
+        self.vault = vault
         self.catalog = catalog
         self.institution_id = institution_id
         self.collection_id = collection_id
@@ -68,6 +70,10 @@ class CatalogWriter:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
+        if self.vault is not None:  # before the catalog: a kill in between is redone next run
+            sealed = [o.record["vault"] for o in batch if o.record.get("vault")]
+            if sealed:
+                self.vault.put_many(sealed)
         try:
             with self.catalog.session() as s:
                 dups = self._write_batch(s, batch)

@@ -1,5 +1,5 @@
 """The node: its identity, its de-identification key, and its catalog handle."""
 
-from mida.node.service import Node, init_node, load_node
+from mida.node.service import Node, init_node, load_node, rotate_key
 
-__all__ = ["Node", "init_node", "load_node"]
+__all__ = ["Node", "init_node", "load_node", "rotate_key"]

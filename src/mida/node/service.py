@@ -44,6 +44,13 @@ class Node:
     def catalog(self) -> Catalog:
         return open_catalog(self.settings.database_url)
 
+    def vault_key(self) -> bytes:
+        """The linkage vault key, created on first use (mode 0600)."""
+        path = self.settings.vault_key_file
+        if not path.exists():
+            _write_key(path, secrets.token_bytes(32))
+        return _read_key(path)
+
     def store(self) -> BlobStore:
         return open_store(
             self.settings.storage_url,
@@ -123,6 +130,44 @@ def init_node(
     return Node(settings, code, name, kid)
 
 
+def rotate_key(settings: Settings, *, key: bytes | None = None) -> tuple[str, str]:
+    """Replace the de-identification key; return ``(old key id, new key id)``.
+
+    The old key is kept, read-only, under ``keys/retired/`` so that data made
+    with it can still be verified and re-linked; provenance rows record which
+    key made each instance. Instances ingested after a rotation get new
+    pseudonyms: a patient seen before and after is two pseudonyms unless the
+    vault links them.
+    """
+    node = load_node(settings)
+    old = node.key()
+    old_id = key_id_of(old)
+    retired = settings.key_file.parent / "retired" / f"deid-{old_id}.key"
+    retired.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(retired.parent, 0o700)
+    if not retired.exists():
+        _write_key(retired, old)
+    new = key or secrets.token_bytes(32)
+    if new == old:
+        raise ConfigError("the new key is the current key")
+    tmp = settings.key_file.with_suffix(".new")
+    tmp.unlink(missing_ok=True)
+    _write_key(tmp, new)
+    new_id = key_id_of(new)
+    info = json.loads(settings.node_file.read_text())
+    info["key_id"] = new_id
+    info.setdefault("retired_key_ids", []).append(old_id)
+    node_tmp = settings.node_file.with_suffix(".tmp")
+    node_tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, settings.key_file)
+    os.replace(node_tmp, settings.node_file)
+    with node.catalog().session() as s:
+        inst = s.scalar(select(Institution).where(Institution.code == node.institution_code))
+        if inst is not None:
+            inst.key_id = new_id
+    return old_id, new_id
+
+
 def load_node(settings: Settings) -> Node:
     """Open an initialised node, or explain how to create one."""
     try:
@@ -138,4 +183,4 @@ def load_node(settings: Settings) -> Node:
     return node
 
 
-__all__ = ["Node", "init_node", "key_id_of", "load_node"]
+__all__ = ["Node", "init_node", "key_id_of", "load_node", "rotate_key"]
