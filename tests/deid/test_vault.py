@@ -15,7 +15,7 @@ from mida.errors import ConfigError, NotFoundError
 def test_seal_is_encrypted_and_bound_to_the_pseudonym() -> None:
     key = os.urandom(32)
     sealed = seal(key, "P1", {"PatientName": "Chen^Mei-Ling=陳^美玲"})
-    assert "Chen".encode() not in sealed and "陳".encode() not in sealed
+    assert b"Chen" not in sealed and "陳".encode() not in sealed
     assert unseal(key, "P1", sealed) == {"PatientName": "Chen^Mei-Ling=陳^美玲"}
     with pytest.raises(ConfigError, match="failed authentication"):
         unseal(key, "P2", sealed)  # moved to another pseudonym
