@@ -14,7 +14,7 @@ SAMPLE_PATIENTS ?= 5
 help:
 	@echo "make run    - install, create a node with sample data, serve on http://127.0.0.1:8000"
 	@echo "make test   - install, lint, type-check and run the whole test suite"
-	@echo "make bench  - ingest benchmark against Orthanc (needs orthanc + dcmtk)"
+	@echo "make bench  - ingest and de-identification benchmarks against Orthanc, deid, dicognito"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,9 @@ test-fast: install
 	$(BIN)/pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python -m pip install -q -e '.[postgres,s3,dev,bench]'
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/deid.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -12,11 +12,16 @@ MODULES = [
     "mida.deid.allowlist",
     "mida.deid.elements",
     "mida.deid.engine",
+    "mida.deid.freetext",
+    "mida.deid.iod",
+    "mida.deid.pixels",
     "mida.deid.plan",
     "mida.deid.profile",
+    "mida.deid.profile_files",
     "mida.deid.pseudonyms",
     "mida.deid.report",
     "mida.deid.table",
+    "mida.deid.verify",
 ]
 
 

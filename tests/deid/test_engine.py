@@ -198,8 +198,11 @@ def test_dates_deep_in_sequences_are_shifted(engine: Deidentifier) -> None:
 def test_basic_profile_removes_dates(basic: Deidentifier) -> None:
     ds = reread(ct_dataset())
     report = basic.apply(ds)
-    assert ds.StudyDate == "" and ds.AcquisitionDate == "" and ds.ContentDate == ""
-    assert ds.AcquisitionDateTime == ""  # X/Z/D -> Z
+    assert ds.StudyDate == "" and ds.ContentDate == ""  # Type 2 and 2C in CT Image
+    # X/Z and X/Z/D on attributes of Type 3 in the CT Image IOD: removed
+    assert "AcquisitionDate" not in ds and "AcquisitionDateTime" not in ds
+    choices = {c.tag: c for c in report.combined_choices}
+    assert str(choices[0x00080022]).endswith("X/Z -> X (Type 3 in ct-image)")
     assert ds.LongitudinalTemporalInformationModified == "REMOVED"
     assert not report.dates_shifted
 
@@ -248,24 +251,65 @@ def test_d_on_a_uid_writes_its_pseudonym(basic: Deidentifier) -> None:
     assert ds[0x006A0003].value == Pseudonymizer(KEY).uid(uid("88"))
 
 
-def test_combined_actions_are_resolved_and_reported(engine: Deidentifier) -> None:
+def test_combined_actions_are_resolved_and_reported(
+    engine: Deidentifier, basic: Deidentifier
+) -> None:
     ds = ct_dataset(references=("1.1.5",))
     ds.AcquisitionContextSequence = [Dataset()]
     ds.ReferencedPerformedProcedureStepSequence = [_ref_item("4")]
+    # Protocol Name (X/D) and Acquisition Context Sequence (X/Z) are cleaned
+    # under the default profile's clean options: their combined actions show
+    # under the Basic Profile.
+    plain = reread(ds)
+    basic_choices = {c.tag: c for c in basic.apply(plain).combined_choices}
+    # In a CT Image, resolved by the attribute's type in the IOD (PS3.15 E.1.1)
+    assert str(basic_choices[0x00181030]).endswith("X/D -> X (Type 3 in ct-image)")
+    assert str(basic_choices[0x00080023]).endswith("Z/D -> Z (Type 2C in ct-image)")
+    assert str(basic_choices[0x00400555]).endswith("X/Z -> X (not in ct-image)")
+    assert "ProtocolName" not in plain and "AcquisitionContextSequence" not in plain
+    assert plain.ContentDate == ""
     ds = reread(ds)
     report = engine.apply(ds)
     choices = {c.tag: (c.combined, c.resolved) for c in report.combined_choices}
-    assert choices[0x00080080] == ("X/Z/D", "Z") and ds.InstitutionName == ""
-    assert choices[0x00081010] == ("X/Z/D", "Z") and ds.StationName == ""
-    assert choices[0x00181000] == ("X/Z/D", "Z") and ds.DeviceSerialNumber == ""
-    assert choices[0x00100020] == ("Z/D", "D")
-    assert choices[0x00181030] == ("X/D", "D") and ds.ProtocolName == "ANONYMIZED"
-    assert choices[0x00400555] == ("X/Z", "Z") and len(ds.AcquisitionContextSequence) == 0
-    assert choices[0x00081140] == ("X/Z/U*", "U")
-    assert choices[0x00081111] == ("X/Z/D", "D")
+    assert choices[0x00080080] == ("X/Z/D", "X") and "InstitutionName" not in ds
+    assert choices[0x00081010] == ("X/Z/D", "X") and "StationName" not in ds
+    assert choices[0x00100020] == ("Z/D", "Z") and ds.PatientID == report.patient_pseudonym
+    assert choices[0x00081140] == ("X/Z/U*", "U")  # references kept, UIDs replaced
+    ref = ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+    assert ref == Pseudonymizer(KEY).uid(uid("1.1.5"))
+    assert choices[0x00081111] == ("X/Z/D", "X")
+    assert "ReferencedPerformedProcedureStepSequence" not in ds
+    assert str(report.combined_choices[0]).startswith(
+        "(0008,0080) Institution Name: X/Z/D -> X (Type 3 in ct-image)"
+    )
+
+
+def test_combined_actions_of_an_unknown_iod_take_the_safer_choice(
+    engine: Deidentifier,
+) -> None:
+    ds = ct_dataset(references=("1.1.5",))
+    ds.SOPClassUID = "1.2.3.999"  # not a standard SOP class: types unknown
+    ds.ReferencedPerformedProcedureStepSequence = [_ref_item("4")]
+    ds = reread(ds)
+    report = engine.apply(ds)
+    choices = {c.tag: (c.combined, c.resolved, c.basis) for c in report.combined_choices}
+    assert choices[0x00080080] == ("X/Z/D", "Z", "type unknown") and ds.InstitutionName == ""
+    assert choices[0x00081010] == ("X/Z/D", "Z", "type unknown") and ds.StationName == ""
+    assert choices[0x00100020] == ("Z/D", "D", "type unknown")
+    assert choices[0x00081111] == ("X/Z/D", "D", "type unknown")
     ref = ds.ReferencedPerformedProcedureStepSequence[0].ReferencedSOPInstanceUID
     assert ref == Pseudonymizer(KEY).uid(uid("4"))
-    assert str(report.combined_choices[0]).startswith("(0008,0080) Institution Name: X/Z/D -> Z")
+
+
+def test_type_1_attributes_get_a_dummy_where_the_table_allows_it() -> None:
+    from mida.deid.plan import resolve_by_type
+    from mida.deid.table import Action
+
+    assert resolve_by_type(0x00080080, Action.REMOVE_OR_ZERO_OR_DUMMY, "LO", "1C") is Action.DUMMY
+    assert resolve_by_type(0x00080080, Action.REMOVE_OR_ZERO, "LO", "1") is Action.DUMMY
+    assert resolve_by_type(0x00080080, Action.REMOVE_OR_DUMMY, "LO", "2") is Action.DUMMY
+    assert resolve_by_type(0x00080080, Action.REMOVE_OR_ZERO, "LO", "2C") is Action.ZERO
+    assert resolve_by_type(0x00080080, Action.REMOVE_OR_ZERO_OR_DUMMY, "LO", "") is Action.REMOVE
 
 
 def _ref_item(suffix: str) -> Dataset:
@@ -285,7 +329,7 @@ def test_private_attributes_are_all_removed(engine: Deidentifier) -> None:
     assert report.private_removed == 3  # creator, value, private sequence (with its items)
 
 
-def test_unlisted_text_is_removed_and_technical_values_kept(engine: Deidentifier) -> None:
+def test_unlisted_text_is_removed_and_technical_values_kept(basic: Deidentifier) -> None:
     ds = ct_dataset()
     ds.add_new(0x00182400, "LO", "free text")  # not in the dictionary
     ds.add_new(0x00189004, "CS", "PRODUCT")  # Content Qualification: unlisted CS
@@ -296,7 +340,7 @@ def test_unlisted_text_is_removed_and_technical_values_kept(engine: Deidentifier
     ds.add_new(0x0040A160, "UT", "Patient fell at home")  # Text Value: unlisted UT
     ds.add_new(0x00081080, "LO", "Fracture")  # Admitting Diagnoses Description: X
     ds = reread(ds)
-    report = engine.apply(ds)
+    report = basic.apply(ds)
     for tag in (0x00182400, 0x00080000, 0x00321033, 0x0040A160, 0x00081080):
         assert tag not in ds
     assert ds[0x00189004].value == "PRODUCT" and ds.SpacingBetweenSlices == 1.25
@@ -312,11 +356,32 @@ def test_codes_of_local_schemes_are_removed(engine: Deidentifier) -> None:
     assert (standard.CodeValue, standard.CodingSchemeDesignator, standard.CodeMeaning) == (
         "77477000", "SCT", "CT of head",
     )  # fmt: skip
-    assert "CodeValue" not in local and "CodeMeaning" not in local
-    assert "CodingSchemeDesignator" not in local
+    # a local code is kept under Clean Descriptors, its meaning cleaned of the name
+    assert (local.CodeValue, local.CodingSchemeDesignator, local.CodeMeaning) == (
+        "ER-77", "99LOCAL", "head CT",
+    )  # fmt: skip
 
 
-def test_nested_sequences_are_filtered_at_every_depth(engine: Deidentifier) -> None:
+def test_local_codes_go_whole_without_a_clean_option(basic: Deidentifier) -> None:
+    ds = reread(ct_dataset())
+    basic.apply(ds)
+    (standard,) = ds.ProcedureCodeSequence  # the local item is dropped, not left invalid
+    assert standard.CodingSchemeDesignator == "SCT"
+
+
+def test_local_codes_with_identifying_values_go_whole(engine: Deidentifier) -> None:
+    ds = ct_dataset()
+    item = Dataset()
+    item.CodeValue = "A123456789"  # a Taiwan national ID used as a code value
+    item.CodingSchemeDesignator = "99LOCAL"
+    item.CodeMeaning = "patient code"
+    ds.ProcedureCodeSequence = [item]
+    ds = reread(ds)
+    engine.apply(ds)
+    assert "ProcedureCodeSequence" not in ds  # Type 3: removed once empty
+
+
+def test_nested_sequences_are_filtered_at_every_depth(basic: Deidentifier) -> None:
     leaf = Dataset()
     leaf.PersonName = "WATSON^JOHN"  # (0040,A123): D
     leaf.ReferencedSOPInstanceUID = uid("1.1.1")
@@ -326,7 +391,7 @@ def test_nested_sequences_are_filtered_at_every_depth(engine: Deidentifier) -> N
     ds = ct_dataset()
     ds.DerivationImageSequence = deep_sequence(4, leaf)
     ds = reread(ds)
-    engine.apply(ds)
+    basic.apply(ds)
     item = ds
     for _ in range(4):
         item = item.DerivationImageSequence[0]
@@ -336,7 +401,9 @@ def test_nested_sequences_are_filtered_at_every_depth(engine: Deidentifier) -> N
     assert item.SpatialResolution == 0.7
 
 
-def test_dummy_sequences_keep_structure_but_no_text(engine: Deidentifier) -> None:
+def test_dummy_sequences_keep_structure_but_no_text(basic: Deidentifier) -> None:
+    # the Basic Profile's D; under Clean Structured Content the text is cleaned
+    # instead (tests/deid/test_freetext.py)
     ds = ct_dataset()
     content = Dataset()
     content.RelationshipType = "CONTAINS"
@@ -351,12 +418,14 @@ def test_dummy_sequences_keep_structure_but_no_text(engine: Deidentifier) -> Non
     content.UID = uid("3")
     ds.ContentSequence = [content]
     ds = reread(ds)
-    engine.apply(ds)
+    basic.apply(ds)
     (item,) = ds.ContentSequence
     assert item.RelationshipType == "CONTAINS" and item.PersonName == "ANONYMOUS"
     assert "TextValue" not in item
     assert Pseudonymizer(KEY).uid(uid("3")) == item.UID
-    assert "CodeMeaning" not in item.ConceptNameCodeSequence[0]  # strict: no text
+    # strict: no code text, and a code item without its text is dropped whole
+    # (with its sequence) rather than left invalid
+    assert "ConceptNameCodeSequence" not in item
 
 
 def test_overlays_and_curves_are_removed_whole(engine: Deidentifier) -> None:
@@ -409,11 +478,13 @@ def test_deidentification_is_recorded(engine: Deidentifier) -> None:
     ds = reread(ct_dataset())
     engine.apply(ds)
     assert ds.PatientIdentityRemoved == "YES"
-    assert ds.DeidentificationMethod == f"mida {__version__} profile default 1 (PS3.15 2024b)"
+    assert ds.DeidentificationMethod == f"mida {__version__} profile default 2 (PS3.15 2024b)"
     codes = [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning)
              for c in ds.DeidentificationMethodCodeSequence]  # fmt: skip
     assert codes == [
         ("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ("113104", "DCM", "Clean Structured Content Option"),
+        ("113105", "DCM", "Clean Descriptors Option"),
         ("113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"),
         ("113108", "DCM", "Retain Patient Characteristics Option"),
     ]
@@ -428,7 +499,7 @@ def test_report_holds_no_original_value_and_no_offset(engine: Deidentifier) -> N
     assert "offset" not in text
     assert report.key_id == Pseudonymizer(KEY).key_id
     assert (report.profile_name, report.profile_version, report.table_edition) == (
-        "default", "1", "2024b",
+        "default", "2", "2024b",
     )  # fmt: skip
     assert report.source_uid_hash == Pseudonymizer(KEY).keyed_hash(uid("1.1.1"))
     assert sum(report.action_counts.values()) > 50
@@ -440,8 +511,13 @@ def test_no_planted_value_survives(engine: Deidentifier) -> None:
     ds = reread(ds)
     engine.apply(ds)
     data = output_bytes(ds)
-    for value in (*PLANTED, uid("1"), uid("1.1"), uid("1.1.1"), uid("1.1.5"), uid("1.0")):
+    identifying = [v for v in PLANTED if v not in CLINICAL_TEXT]
+    for value in (*identifying, uid("1"), uid("1.1"), uid("1.1.1"), uid("1.1.5"), uid("1.0")):
         assert value.encode() not in data, value
+
+
+CLINICAL_TEXT = {"Scanned after the fall at home", "Deeply nested comment"}
+"""Planted descriptions without identifying content: Clean Descriptors keeps them."""
 
 
 def _planted_leaf() -> Dataset:
@@ -485,13 +561,13 @@ def test_output_is_valid_and_rereads_without_warnings(engine: Deidentifier,
         values = [e.value for e in back.iterall()]
     assert values
     assert back.PatientID == ds.PatientID and back.StudyDate == ds.StudyDate
-    assert len(back.DeidentificationMethodCodeSequence) == 3
+    assert len(back.DeidentificationMethodCodeSequence) == 5
 
 
 def test_datasets_built_in_code_work_too(engine: Deidentifier) -> None:
     ds = ct_dataset(references=("1.1.5",))
     engine.apply(ds)
-    assert ds.PatientName == ds.PatientID and ds.InstitutionName == ""
+    assert ds.PatientName == ds.PatientID and "InstitutionName" not in ds  # Type 3 in CT
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         back = dcmread(io.BytesIO(output_bytes(ds)))
@@ -537,9 +613,9 @@ def test_undecodable_values_quarantine_with_a_phi_free_message(
 def test_bad_values_in_removed_elements_do_not_matter(engine: Deidentifier) -> None:
     ds = reread(ct_dataset())
     _raw(ds, 0x00291010, "XX", b"SMITH")  # private
-    _raw(ds, 0x00081080, "LO", b"\xff\xfe")  # Admitting Diagnoses Description: X
+    _raw(ds, 0x00321033, "LO", b"\xff\xfe")  # Requesting Service: X
     engine.apply(ds)
-    assert 0x00291010 not in ds and 0x00081080 not in ds
+    assert 0x00291010 not in ds and 0x00321033 not in ds
 
 
 def test_unexpected_failures_become_deid_failed(monkeypatch: pytest.MonkeyPatch) -> None:

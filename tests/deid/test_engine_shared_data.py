@@ -103,6 +103,8 @@ TEXT_VRS = frozenset({"AE", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM"
 def identifying_values(ds: Dataset, *, names_only: bool = False) -> set[str]:
     """Every identifying value of `ds` (see the module notes)."""
     found: set[str] = set()
+    private: set[str] = set()
+    public_text: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for elem in ds.iterall():
@@ -127,8 +129,13 @@ def identifying_values(ds: Dataset, *, names_only: bool = False) -> set[str]:
                     ):
                         _add(found, value)
                 elif elem.tag.is_private and isinstance(value, str) and len(value.strip()) >= 6:
-                    _add(found, value)
-    return found
+                    _add(private, value)
+                elif isinstance(value, str) and not elem.tag.is_private:
+                    public_text.add(value.strip("\x00 "))
+    # A private copy of a public description ("CT BRAIN WO IVCON") is no more
+    # identifying than the description, which Clean Descriptors keeps once its
+    # names, IDs and dates (collected above) are removed.
+    return found | {v for v in private if v not in public_text}
 
 
 def _occurs(value: str, data: bytes, encodings: list[str]) -> bool:

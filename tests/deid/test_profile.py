@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mida.deid import Deidentifier
@@ -12,9 +14,11 @@ from .builders import KEY
 
 
 def test_builtin_profiles() -> None:
-    assert list_profiles() == ["basic", "default"]
+    assert list_profiles() == ["basic", "default", "research-full-dates"]
     assert get_profile("basic").options == frozenset()
-    assert get_profile("default").options == {"rtnLongModifDatesOpt", "rtnPatCharsOpt"}
+    assert get_profile("default").options == {
+        "rtnLongModifDatesOpt", "rtnPatCharsOpt", "cleanDescOpt", "cleanStructContOpt"
+    }
 
 
 def test_unknown_profile_names_the_available_ones() -> None:
@@ -26,6 +30,8 @@ def test_method_codes_use_cid_7050() -> None:
     codes = get_profile("default").method_codes()
     assert [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning) for c in codes] == [
         ("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ("113104", "DCM", "Clean Structured Content Option"),
+        ("113105", "DCM", "Clean Descriptors Option"),
         ("113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"),
         ("113108", "DCM", "Retain Patient Characteristics Option"),
     ]
@@ -59,8 +65,8 @@ def test_options_are_stored_as_plain_keys() -> None:
 
 
 def test_options_not_yet_implemented_are_refused_by_the_engine() -> None:
-    profile = Profile("clean", "1", options=frozenset({"cleanDescOpt"}))
-    with pytest.raises(DeidError, match="cleanDescOpt"):
+    profile = Profile("clean", "1", options=frozenset({"rtnSafePrivOpt"}))
+    with pytest.raises(DeidError, match="rtnSafePrivOpt"):
         Deidentifier(KEY, profile)
 
 
@@ -71,3 +77,16 @@ def test_parse_overrides_accepts_tags_and_keywords() -> None:
     ) == {0x00081030: "keep", 0x0008103E: "remove", 0x00180015: "replace:X", 0x00080060: "keep"}
     with pytest.raises(DeidError, match="neither a tag nor a DICOM keyword"):
         parse_overrides([("NotAKeyword", "keep")])
+
+
+def test_node_profiles_come_from_home(tmp_path: Path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "liver-ct.yaml").write_text(
+        'name: liver-ct\nversion: "3"\noptions: [rtnDevIdOpt]\n'
+        "overrides: {BodyPartExamined: keep}\n"
+    )
+    assert "liver-ct" in list_profiles(tmp_path) and "liver-ct" not in list_profiles()
+    prof = get_profile("liver-ct", tmp_path)
+    assert prof.version == "3" and prof.options == {"rtnDevIdOpt"}
+    with pytest.raises(DeidError, match="unknown de-identification profile 'liver-ct'"):
+        get_profile("liver-ct")

@@ -57,6 +57,7 @@ def _values(elem: object) -> list[str]:
 
 
 PRIVATE_TEXT_VRS = ("LO", "LT", "SH", "ST", "PN")
+DESCRIPTOR_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
 # SOP classes name a kind of object, not a person; the standard keeps them unchanged.
 TECHNICAL_TEXT = {"RescaleType", "Manufacturer", "ManufacturerModelName", "SoftwareVersions"}
 CLASS_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID",
@@ -74,6 +75,12 @@ def _walk(ds: Dataset) -> list[str]:
     for elem in ds.iterall():
         try:
             if elem.keyword in CLASS_UIDS or elem.VR == "CS" or elem.keyword in TECHNICAL_TEXT:
+                technical.add(str(elem.value))
+            elif (not elem.tag.is_private and elem.VR in DESCRIPTOR_VRS
+                  and elem.keyword not in IDENTIFYING_KEYWORDS):  # fmt: skip
+                # A private copy of a public description ("CT BRAIN WO IVCON") is
+                # no more identifying than the description, which Clean Descriptors
+                # keeps once its names, IDs and dates (checked here) are removed.
                 technical.add(str(elem.value))
             out += _values(elem)
         except Exception:

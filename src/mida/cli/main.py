@@ -23,6 +23,7 @@ from rich.progress import (
 
 from mida import __version__
 from mida.cli import logs
+from mida.cli.deid import app as deid_app
 from mida.cli.output import console, emit_json, err_console, kv, table
 from mida.config import Settings, get_settings
 from mida.errors import MidaError
@@ -37,6 +38,7 @@ vault_app = typer.Typer(no_args_is_help=True, help="The linkage vault (honest br
 app.add_typer(vault_app, name="vault")
 audit_app = typer.Typer(no_args_is_help=True, help="The node's audit trail.")
 app.add_typer(audit_app, name="audit")
+app.add_typer(deid_app, name="deid")
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -118,6 +120,9 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders, zip or tar(.gz) archives.")],
     collection: Annotated[str, typer.Option(help="Collection to ingest into.")],
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="De-identification profile of a new collection (see `mida deid profiles`); "
+             "MIDA_DEID_PROFILE when omitted. An existing collection keeps its own.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest DICOM into the de-identified archive (idempotent; sources untouched)."""
@@ -128,7 +133,7 @@ def ingest(
     for p in paths:
         if not p.exists():
             raise MidaError(f"no such file or folder: {p}")
-    ingestor = Ingestor(node, collection, workers=workers)
+    ingestor = Ingestor(node, collection, workers=workers, profile=profile)
     progress = Progress(
         TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TextColumn("[yellow]{task.fields[q]} quarantined"),

@@ -12,6 +12,8 @@ structure:
   per-patient date shifts;
 * :mod:`~mida.deid.allowlist`: what survives although the table does not
   list it (safe by default: unlisted text is removed);
+* :mod:`~mida.deid.freetext`: the cleaning of descriptions and SR text
+  under the Clean Descriptors and Clean Structured Content options;
 * :mod:`~mida.deid.engine`: the walk over every element at every depth.
 
 Examples
@@ -34,6 +36,7 @@ from mida.deid.engine import (
     DeidReport,
     deidentify,
 )
+from mida.deid.freetext import CleanResult, FreeTextCleaner, Span
 from mida.deid.profile import (
     BASIC_PROFILE_CODE,
     OPTION_CODES,
@@ -63,15 +66,18 @@ __all__ = [
     "SUPPORTED_OPTIONS",
     "TABLE_EDITION",
     "Action",
+    "CleanResult",
     "CombinedActionChoice",
     "ConfidentialityTable",
     "DeidReport",
     "Deidentifier",
+    "FreeTextCleaner",
     "MethodCode",
     "Option",
     "Profile",
     "Pseudonymizer",
     "Rule",
+    "Span",
     "deidentify",
     "get_profile",
     "list_profiles",

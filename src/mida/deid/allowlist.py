@@ -60,9 +60,13 @@ STRING_NUMERIC_VRS = frozenset({"DS", "IS", "CS"})
 """Text VRs whose syntax excludes names and notes: kept (after a syntax check)."""
 
 TEXT_TAGS: frozenset[int] = _tags(
-    # Equipment type (identity of the device is in the table: serial, station)
+    # Equipment type (identity of the device is in the table: serial, station);
+    # the software version is a covariate of quantitative imaging studies
     "Manufacturer",
     "ManufacturerModelName",
+    "SoftwareVersions",
+    # Geometry: the anatomical landmark of the Frame of Reference (Type 2)
+    "PositionReferenceIndicator",
     # Acquisition and reconstruction parameters stored as short text
     "ConvolutionKernel",
     "FilterType",

@@ -31,9 +31,17 @@ is off (a code in Person Identification Code Sequence may name a person);
 ``U`` replaces UIDs by :meth:`~mida.deid.pseudonyms.Pseudonymizer.uid`;
 ``K`` keeps (Patient's Age is capped at ``090Y``, HIPAA); ``C`` shifts DA
 and DT values by the patient's offset under the Modified Dates option and
-keeps TM values (the shift is whole days); any other ``C`` (a text or OB
-timestamp, Timezone Offset From UTC, or a clean option not implemented yet)
-falls back to the Basic Profile action, which retains less. A raw value that
+keeps TM values (the shift is whole days). Under Clean Descriptors and Clean
+Structured Content, ``C`` on a text value (``LO SH ST LT UT UC``, and Text
+Value (0040,A160) at any depth) removes names, IDs, dates, phone numbers and
+addresses with :class:`~mida.deid.freetext.FreeTextCleaner`, given the
+identifying values of the same dataset read before anything is replaced; a
+value left empty gets the Basic Profile action; ``C`` on a structured
+content sequence (Content, Acquisition Context, Specimen Preparation) filters
+its items, while the coded sequences of Clean Descriptors keep the Basic
+action (filtering would leave invalid code items). Any other ``C`` (a text
+or OB timestamp, Timezone Offset From UTC) falls back to the Basic Profile
+action, which retains less. A raw value that
 is kept must match its VR (``DS``, ``IS``, ``CS``, ``TM``... syntax, binary
 length a multiple of the item size), else the instance is quarantined.
 
@@ -99,8 +107,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 
-from pydicom.charset import convert_encodings
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -119,18 +128,21 @@ from mida.deid.elements import (
     read_values,
     snapshot,
 )
+from mida.deid.freetext import FreeTextCleaner
 from mida.deid.plan import (
     SUPPORTED_OPTIONS,
     VALID_VRS,
+    IodTypes,
     Op,
     Plan,
+    PlanCache,
     Planner,
     dictionary_vr_or_un,
 )
 from mida.deid.profile import Profile, get_profile
 from mida.deid.pseudonyms import Pseudonymizer, patient_key, shift_da, shift_dt
 from mida.deid.report import CombinedActionChoice, DeidReport, tag_str
-from mida.deid.table import TABLE_EDITION
+from mida.deid.table import TABLE_EDITION, Option
 from mida.errors import MidaError, QuarantineError, QuarantineReason
 
 IMPLEMENTATION_VERSION_NAME = "MIDA_0_1"
@@ -148,10 +160,80 @@ _BIRTH_DATE = 0x00100030
 _CHARSET = 0x00080005
 _CODING_SCHEME = 0x00080102
 _SOP_INSTANCE_UID = 0x00080018
+_SOP_CLASS_UID = 0x00080016
+_CODE_MEANING = 0x00080104
 _STUDY_UID = 0x0020000D
+_KNOWN_TAGS: tuple[BaseTag, ...] = tuple(BaseTag(t) for t in (
+    0x00100010, 0x00101001, 0x00101005, 0x00101060, 0x00080090, 0x00081050, 0x00081060,
+    0x00081070, 0x00081048, 0x00321032, 0x00402008, 0x00102297,  # person names
+    0x00100020, 0x00101000, 0x00100021, 0x00080050, 0x00200010, 0x00101090,  # identifiers
+    0x00101040, 0x00102154, 0x00102155,  # address, telephone numbers
+))  # fmt: skip
+"""Top-level values removed wherever they appear in cleaned text."""
+_INSTITUTION_TAGS = tuple(BaseTag(t) for t in (0x00080080, 0x00080081, 0x00081040))
+_OTHER_IDS_SEQUENCE = BaseTag(0x00101002)
+_CONTENT_SEQUENCE = 0x0040A730
+_SR_PERSON_NAME = 0x0040A123
 _META_ENCODING: Encoding = (False, True)  # file meta is always explicit VR little endian
 _AS = re.compile(r"^(\d{1,3}) ?([DWMY])$")
 _DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
+
+
+def _decode_text(elem: Element, encodings: list[str]) -> str | None:
+    """Decode a text value strictly; None when its bytes are not text in `encodings`.
+
+    pydicom's lenient decoding would replace bad bytes and warn with the value.
+    """
+    value = elem.value
+    if type(elem) is not RawDataElement or not isinstance(value, bytes):
+        return read_string(elem, encodings)
+    try:
+        if len(encodings) == 1:
+            text = value.decode(encodings[0])
+        else:  # ISO 2022 code extensions
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                text = decode_bytes(value, encodings, set())
+    except (UnicodeError, LookupError, UserWarning):
+        return None
+    return text.strip("\x00 ")
+
+
+_RAW_PATIENT_ID = {
+    (False, True): re.compile(rb"\x10\x00\x20\x00LO(..)", re.DOTALL),
+    (False, False): re.compile(rb"\x00\x10\x00\x20LO(..)", re.DOTALL),
+    (True, True): re.compile(rb"\x10\x00\x20\x00(....)", re.DOTALL),
+    (True, False): re.compile(rb"\x00\x10\x00\x20(....)", re.DOTALL),
+}
+
+
+def _raw_patient_ids(elem: RawDataElement, encodings: list[str]) -> list[str]:
+    """The Patient ID values in the raw bytes of Other Patient IDs Sequence."""
+    data: bytes = elem.value or b""
+    little = elem.is_little_endian
+    out = []
+    for m in _RAW_PATIENT_ID[(elem.is_implicit_VR, little)].finditer(data):
+        length = int.from_bytes(m.group(1), "little" if little else "big")
+        if length > 64:  # not an LO value: a chance match of the tag bytes
+            continue
+        value = data[m.end() : m.end() + length]
+        try:
+            out.append(decode_bytes(value, encodings, set()).strip("\x00 "))
+        except (UnicodeError, LookupError):
+            out.append(value.decode("latin-1").strip("\x00 "))
+    return out
+
+
+def _sr_person_names(ds: Dataset, encodings: list[str], known: set[str]) -> None:
+    """Add the Person Name (0040,A123) values of an SR content tree to `known`."""
+    try:
+        items = ds[_CONTENT_SEQUENCE].value or []
+    except Exception:
+        raise _bad(_CONTENT_SEQUENCE, "SQ") from None
+    for item in items:
+        known.add(read_string(item.get_item(_SR_PERSON_NAME), encodings))
+        if item.get_item(_CONTENT_SEQUENCE) is not None:
+            _sr_person_names(item, encodings, known)
 
 
 def _bad(tag: int, vr: str | None) -> QuarantineError:
@@ -187,7 +269,8 @@ class _Run:
     """State of one :meth:`Deidentifier.apply` call."""
 
     __slots__ = (
-        "choices", "counts", "encoding", "encodings", "offset", "private", "pseudonym", "unlisted",
+        "choices", "counts", "drop_item", "encoding", "encodings", "known", "offset", "private",
+        "pseudonym", "top_cache", "types", "unlisted",
     )  # fmt: skip
 
     def __init__(
@@ -201,6 +284,10 @@ class _Run:
         self.choices: dict[int, CombinedActionChoice] = {}
         self.private = 0
         self.unlisted = 0
+        self.known: frozenset[str] = frozenset()
+        self.drop_item = False  # set when the current sequence item cannot stay valid
+        self.top_cache: PlanCache = {}
+        self.types: IodTypes | None = None
 
 
 class Deidentifier:
@@ -228,6 +315,10 @@ class Deidentifier:
         self.planner = Planner(profile)
         self.profile = profile
         self.pseudonymizer = Pseudonymizer(key)
+        self.cleaner = FreeTextCleaner()
+        self._known_tags: tuple[BaseTag, ...] = _KNOWN_TAGS
+        if Option.RETAIN_INSTITUTION_IDENTITY not in profile.options:
+            self._known_tags += _INSTITUTION_TAGS
         self.method = (
             f"mida {__version__} profile {profile.name} {profile.version} "
             f"(PS3.15 {TABLE_EDITION})"
@@ -284,6 +375,11 @@ class Deidentifier:
         source = ds.get_item(_SOP_INSTANCE_UID)
         uids = self._read(source, _SOP_INSTANCE_UID) if source is not None else []
         source_hash = pseudo.keyed_hash(uids[0]) if uids else ""
+        if self.planner.cleans:  # before any value is replaced
+            run.known = self._known(ds, encodings)
+        sop_class = ds.get_item(_SOP_CLASS_UID)
+        classes = self._read(sop_class, _SOP_CLASS_UID) if sop_class is not None else []
+        run.top_cache, run.types = self.planner.top_level(classes[0] if classes else "")
 
         self._walk(ds, run, strict=False, top=True)
         file_meta = getattr(ds, "file_meta", None)
@@ -316,8 +412,10 @@ class Deidentifier:
 
     def _walk(self, ds: Dataset, run: _Run, *, strict: bool, top: bool) -> None:
         # The hot loop: once per element of every instance. Plans are cached
-        # per (tag, VR, strict); the two commonest operations come first.
-        cache = self.planner.cache
+        # per (tag, VR, strict), per IOD at the top level; the two commonest
+        # operations come first.
+        cache = run.top_cache if top else self.planner.cache
+        types = run.types if top else None
         counts = run.counts
         enc = run.encoding
         keep, remove = Op.KEEP, Op.REMOVE
@@ -326,7 +424,7 @@ class Deidentifier:
             key = (int(tag), vr, strict)
             plan = cache.get(key)
             if plan is None:
-                plan = cache[key] = self.planner.plan(tag, vr, strict)
+                plan = cache[key] = self.planner.plan(tag, vr, strict, types)
             op = plan.op
             counts[plan.action] += 1
             if plan.combined is not None:
@@ -350,7 +448,7 @@ class Deidentifier:
                 shifted = shift("\\".join(self._read(elem, tag)), run.offset)
                 put(ds, tag, plan.vr, shifted.split("\\") if shifted else None, elem, enc)
             elif op is Op.RECURSE:
-                self._recurse(ds, tag, vr, run, plan.strict)
+                self._recurse(ds, tag, vr, run, plan.strict, top)
             elif op is Op.EMPTY_SEQUENCE:
                 ds[tag] = DataElement(tag, "SQ", [])
             elif op is Op.PATIENT_NAME:
@@ -358,17 +456,82 @@ class Deidentifier:
             elif op is Op.PATIENT_ID:
                 self._patient_id(ds, elem, run, top)
             elif op is Op.CODE:
-                scheme = read_string(ds.get_item(_CODING_SCHEME), run.encodings)
-                if scheme not in STANDARD_CODING_SCHEMES:
-                    self._drop_kept(ds, tag, run)
+                self._code(ds, tag, elem, plan, run)
             elif op is Op.AGE:
                 ages = [cap_age(v) for v in self._read(elem, tag)]
                 if any(a is None for a in ages):  # not an age: dropped, not guessed
                     self._drop_kept(ds, tag, run)
                 else:
                     put(ds, tag, "AS", [a for a in ages if a], elem, enc)
+            elif op is Op.CLEAN:
+                self._clean(ds, tag, elem, plan, run)
             else:  # Op.BAD
                 raise _bad(tag, vr)
+
+    def _clean(self, ds: Dataset, tag: BaseTag, elem: Element, plan: Plan, run: _Run) -> None:
+        """Clean a text value; one left empty gets the Basic Profile's plan."""
+        text = _decode_text(elem, run.encodings)
+        if text is None:  # not text in this character set: cannot be cleaned
+            self._fallback(ds, tag, elem, plan.value, run)
+            return
+        # LO, SH and UC hold several values; ST, LT and UT may contain backslashes.
+        values = text.split("\\") if plan.vr in ("LO", "SH", "UC") else [text]
+        cleaned = [self.cleaner.clean(v, known=run.known).text for v in values]
+        if cleaned == values and type(elem) is RawDataElement:
+            return  # nothing identifying: the original bytes stay
+        kept = [v for v in cleaned if v]
+        if kept:
+            put(ds, tag, plan.vr, kept if len(kept) > 1 else kept[0], elem, run.encoding)
+            return
+        self._fallback(ds, tag, elem, plan.value, run)
+
+    def _code(self, ds: Dataset, tag: BaseTag, elem: Element, plan: Plan, run: _Run) -> None:
+        """Keep code text of a standard scheme; clean or drop that of a local one.
+
+        A local code (e.g. a RIS procedure code) is kept under a clean option
+        when the free-text cleaner finds nothing identifying in it (its Code
+        Meaning is cleaned); otherwise its item is dropped whole, since an
+        item without its code value is invalid.
+        """
+        scheme = read_string(ds.get_item(_CODING_SCHEME), run.encodings)
+        if not plan.strict and scheme in STANDARD_CODING_SCHEMES:
+            return
+        if not plan.strict and self.planner.cleans:
+            text = _decode_text(elem, run.encodings)
+            if text is not None:
+                cleaned = self.cleaner.clean(text, known=run.known).text
+                if cleaned == text:
+                    return
+                if cleaned and tag == _CODE_MEANING:
+                    put(ds, tag, elem.VR or "LO", cleaned, elem, run.encoding)
+                    return
+        self._drop_kept(ds, tag, run)
+        run.drop_item = True
+
+    @staticmethod
+    def _fallback(ds: Dataset, tag: BaseTag, elem: Element, basic: Plan, run: _Run) -> None:
+        """Apply the Basic Profile's plan to a value that cleaning left empty."""
+        if basic.op is Op.SET:
+            put(ds, tag, basic.vr, basic.value, elem, run.encoding)
+        else:  # X (text rows resolve to X, Z or D)
+            drop(ds, tag)
+
+    def _known(self, ds: Dataset, encodings: list[str]) -> frozenset[str]:
+        """The identifying values of `ds` that cleaned text must not repeat."""
+        store = ds._dict  # keyed by tag ints: faster than get_item for 24 look-ups
+        known = {read_string(store.get(t), encodings) for t in self._known_tags if t in store}
+        other = store.get(_OTHER_IDS_SEQUENCE)
+        if type(other) is RawDataElement and isinstance(other.value, bytes):
+            # Scanned, not parsed: parsing costs more than the rest of the
+            # collection, and the Basic Profile removes the sequence unread.
+            known.update(_raw_patient_ids(other, encodings))
+        elif other is not None and isinstance(other.value, Sequence):
+            for item in other.value:
+                known.add(read_string(item.get_item(_PATIENT_ID), encodings))
+        if self.planner.clean_sr_text and ds.get_item(_CONTENT_SEQUENCE) is not None:
+            _sr_person_names(ds, encodings, known)
+        known.discard("")
+        return frozenset(known)
 
     @staticmethod
     def _drop_kept(ds: Dataset, tag: BaseTag, run: _Run) -> None:
@@ -397,7 +560,9 @@ class Deidentifier:
         except (UnicodeError, ValueError, TypeError):
             raise _bad(tag, elem.VR) from None
 
-    def _recurse(self, ds: Dataset, tag: int, vr: str | None, run: _Run, strict: bool) -> None:
+    def _recurse(
+        self, ds: Dataset, tag: int, vr: str | None, run: _Run, strict: bool, top: bool
+    ) -> None:
         raw = ds.get_item(tag)
         if type(raw) is RawDataElement and not raw.value:  # empty: nothing to parse
             return
@@ -409,8 +574,21 @@ class Deidentifier:
             return
         if not isinstance(seq, Sequence):
             raise _bad(tag, vr)
+        outer, dropped = run.drop_item, []
         for item in seq:
+            run.drop_item = False
             self._walk(item, run, strict=strict, top=False)
+            if run.drop_item:
+                dropped.append(item)
+        run.drop_item = outer
+        if dropped:  # items left invalid go; so does a sequence left empty
+            keep = [item for item in seq if all(item is not d for d in dropped)]
+            if keep:
+                ds[tag].value = Sequence(keep)
+            elif run.types is not None and top and run.types.required(tag):
+                ds[tag] = DataElement(tag, "SQ", [])
+            else:
+                drop(ds, BaseTag(tag))
 
     def _patient_id(self, ds: Dataset, elem: Element, run: _Run, top: bool) -> None:
         if top:

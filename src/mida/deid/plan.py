@@ -24,6 +24,7 @@ from mida.deid.allowlist import (
     STRING_NUMERIC_VRS,
     keep_unlisted,
 )
+from mida.deid.iod import iod_name, iod_types
 from mida.deid.profile import Profile
 from mida.deid.report import CombinedActionChoice, tag_str
 from mida.deid.table import Action, Option, Rule, load_table
@@ -45,6 +46,7 @@ class Op(enum.IntEnum):
     PATIENT_NAME = 9
     CODE = 10  # keep code text when the item's coding scheme is a standard one
     BAD = 11  # a value that must be kept or read has an invalid VR
+    CLEAN = 12  # free text cleaned (mida.deid.freetext); Plan.value is the fallback plan
 
 
 PATIENT_NAME = 0x00100010
@@ -66,6 +68,11 @@ DUMMIES: Mapping[str, Any] = {
     "FL": 0.0, "FD": 0.0,
 }  # fmt: skip
 """Dummy value of ``D`` per VR; other text VRs get :data:`TEXT_DUMMY`."""
+
+TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+"""Text VRs that the clean options clean (PN, dates and codes are never cleaned)."""
+SR_TEXT_TAGS = frozenset({0x0040A160})
+"""SR content text outside Table E.1-1 cleaned under Clean Structured Content: Text Value."""
 
 BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 BINARY_DUMMY = b"\x00" * 8  # a whole number of items for every binary VR
@@ -91,9 +98,23 @@ SUPPORTED_OPTIONS: frozenset[str] = frozenset(
         Option.RETAIN_PATIENT_CHARACTERISTICS,
         Option.RETAIN_LONGITUDINAL_FULL_DATES,
         Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        Option.CLEAN_DESCRIPTORS,
+        Option.CLEAN_STRUCTURED_CONTENT,
     }
 )
-"""Options this version implements (the clean options and safe private come later)."""
+"""Options this version implements (Retain Safe Private and Clean Graphics come later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IodTypes:
+    """The attribute types of one IOD (see :mod:`mida.deid.iod`)."""
+
+    iod: str
+    types: Mapping[str, str]
+
+    def required(self, tag: int) -> bool:
+        """Whether a top-level attribute is Type 1 or 2 (conditional included) here."""
+        return self.types.get(keyword_for_tag(tag), "3")[0] in "12"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +203,10 @@ def _is_reference_sequence(tag: int) -> bool:
 
 
 def resolve_combined(tag: int, action: Action, vr: str) -> Action:
-    """Resolve a combined action without IOD knowledge (see :mod:`mida.deid.engine`).
+    """Resolve a combined action without IOD knowledge: the safer choice.
+
+    Used inside sequences and for objects whose IOD is unknown (see
+    :mod:`mida.deid.engine`).
 
     Examples
     --------
@@ -205,6 +229,45 @@ def resolve_combined(tag: int, action: Action, vr: str) -> Action:
     if action is Action.REMOVE_OR_ZERO_OR_UID:
         return Action.UID if vr in ("UI", "SQ") else Action.ZERO
     return action
+
+
+def resolve_by_type(tag: int, action: Action, vr: str, typ: str) -> Action:
+    """Resolve a combined action by the attribute's type in the object's IOD.
+
+    `typ` is ``1``, ``1C``, ``2``, ``2C`` or ``3``, or ``""`` when the IOD
+    does not include the attribute (treated as Type 3). PS3.15 E.1.1: ``X``
+    unless ``Z`` (Type 2) or ``D`` (Type 1) is required for conformance.
+    ``X/Z`` on a Type 1 attribute gets ``D`` (an empty value would break the
+    IOD). ``X/Z/U*`` keeps sequences and UIDs with their UIDs replaced
+    whatever the type, so references stay resolvable (``U`` is one of its
+    permitted choices and retains nothing but pseudonymous UIDs).
+
+    Examples
+    --------
+    >>> resolve_by_type(0x00081110, Action.REMOVE_OR_ZERO, "SQ", "3")
+    <Action.REMOVE: 'X'>
+    >>> resolve_by_type(0x00080090, Action.REMOVE_OR_ZERO_OR_DUMMY, "PN", "2")
+    <Action.ZERO: 'Z'>
+    >>> resolve_by_type(0x00200010, Action.ZERO_OR_DUMMY, "SH", "1")
+    <Action.DUMMY: 'D'>
+    >>> resolve_by_type(0x00081140, Action.REMOVE_OR_ZERO_OR_UID, "SQ", "3")
+    <Action.UID: 'U'>
+    """
+    level = typ.rstrip("C")  # 1C and 2C are required when their condition holds
+    if action is Action.REMOVE_OR_ZERO_OR_UID:
+        if vr in ("UI", "SQ"):
+            return Action.UID
+        return Action.ZERO if level == "2" else Action.DUMMY if level == "1" else Action.REMOVE
+    if action is Action.ZERO_OR_DUMMY:
+        return Action.DUMMY if level == "1" else Action.ZERO
+    if level == "1":
+        return Action.DUMMY
+    if level == "2":
+        return Action.DUMMY if action is Action.REMOVE_OR_DUMMY else Action.ZERO
+    return Action.REMOVE
+
+
+PlanCache = dict[tuple[int, str | None, bool], Plan]
 
 
 class Planner:
@@ -235,22 +298,71 @@ class Planner:
         self.shift_dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options
         self.full_dates = Option.RETAIN_LONGITUDINAL_FULL_DATES in options
         self.keep_uids = Option.RETAIN_UIDS in options
+        cleans = {Option.CLEAN_DESCRIPTORS, Option.CLEAN_STRUCTURED_CONTENT} & options
+        self.clean_sr_text = Option.CLEAN_STRUCTURED_CONTENT in options
+        self.cleans = bool(cleans)
+        """Whether any element may be cleaned: the engine then collects known values."""
+        # Rows whose C comes from a clean option (not from a date option).
+        self._cleaned = frozenset(
+            r for r in self.table if any(r.options.get(o) is Action.CLEAN for o in cleans)
+        )
+        # Sequences cleaned by filtering their items: the structured content
+        # ones (Content, Acquisition Context, Specimen Preparation). The coded
+        # sequences of Clean Descriptors (Request Attributes, Reason for ... Code)
+        # keep the Basic action: filtering would leave invalid code items.
+        self._cleaned_sequences = frozenset(
+            r
+            for r in self._cleaned
+            if self.clean_sr_text and r.options.get(Option.CLEAN_STRUCTURED_CONTENT) is Action.CLEAN
+        )
         self._actions: dict[Rule, Action] = {r: r.action_for(options) for r in self.table}
         overlay = self.table.lookup(OVERLAY_DATA)
         self._drop_overlays = overlay is not None and self._actions[overlay] is Action.REMOVE
-        self.cache: dict[tuple[int, str | None, bool], Plan] = {}
+        self.cache: PlanCache = {}
+        """Plans of nested elements, and of top-level ones of an unknown IOD."""
+        self._iod_caches: dict[str, PlanCache] = {}
 
-    def plan(self, tag: int, raw_vr: str | None, strict: bool) -> Plan:
-        """Return the plan for an element (cached by the engine in :attr:`cache`)."""
+    def top_level(self, sop_class_uid: str) -> tuple[PlanCache, IodTypes | None]:
+        """The plan cache and attribute types for the top level of an object.
+
+        Objects of a known IOD get their own cache, since combined actions
+        resolve by type there; others share :attr:`cache`.
+        """
+        iod = iod_name(sop_class_uid)
+        types = iod_types(sop_class_uid) if iod else None
+        if iod is None or types is None:
+            return self.cache, None
+        cache = self._iod_caches.get(iod)
+        if cache is None:
+            cache = self._iod_caches[iod] = {}
+        return cache, IodTypes(iod, types)
+
+    def plan(
+        self, tag: int, raw_vr: str | None, strict: bool, types: IodTypes | None = None
+    ) -> Plan:
+        """Return the plan for an element (cached by the engine).
+
+        `types` are the attribute types of the object's IOD, given for
+        top-level elements only.
+        """
         vr = effective_vr(tag, raw_vr)
         if vr is None:  # the file's VR is not a DICOM VR: only dropping is safe
-            plan = self._decide(tag, dictionary_vr_or_un(tag), strict)
+            plan = self._decide(tag, dictionary_vr_or_un(tag), strict, types)
             if plan.op in (Op.REMOVE, Op.SET, Op.EMPTY_SEQUENCE):
                 return plan
             return Plan(Op.BAD, plan.action)
-        return self._decide(tag, vr, strict)
+        return self._decide(tag, vr, strict, types)
 
-    def _decide(self, tag: int, vr: str, strict: bool) -> Plan:
+    def _resolve(
+        self, tag: int, action: Action, vr: str, types: IodTypes | None
+    ) -> tuple[Action, str]:
+        if types is None:
+            return resolve_combined(tag, action, vr), "type unknown"
+        typ = types.types.get(keyword_for_tag(tag), "")
+        basis = f"Type {typ} in {types.iod}" if typ else f"not in {types.iod}"
+        return resolve_by_type(tag, action, vr, typ), basis
+
+    def _decide(self, tag: int, vr: str, strict: bool, types: IodTypes | None) -> Plan:
         override = self.profile.overrides.get(tag)
         if override is not None:
             return self._override_plan(tag, vr, override, strict)
@@ -271,13 +383,29 @@ class Planner:
             if vr in ("DA", "DT", "TM") and self.shift_dates:
                 # whole-day shifts leave times of day unchanged
                 return keep_plan(vr, "C") if vr == "TM" else Plan(Op.SHIFT, "C", vr)
+            if rule in self._cleaned:
+                if vr == "SQ" and rule in self._cleaned_sequences:
+                    # items filtered by the same rules; their text cleaned
+                    return Plan(Op.RECURSE, "C", vr, strict=strict)
+                if vr in TEXT_VRS:
+                    basic = self._basic_plan(tag, vr, rule, strict, types)
+                    return Plan(Op.CLEAN, "C", vr, basic)
             action = rule.basic  # a clean this version cannot do: the basic action
         combined = None
         if action.is_combined:
-            resolved = resolve_combined(tag, action, vr)
-            combined = CombinedActionChoice(tag, rule.name, action.value, resolved.value)
+            resolved, basis = self._resolve(tag, action, vr, types)
+            combined = CombinedActionChoice(tag, rule.name, action.value, resolved.value, basis)
             action = resolved
         return self._action_plan(tag, vr, action, strict, combined)
+
+    def _basic_plan(
+        self, tag: int, vr: str, rule: Rule, strict: bool, types: IodTypes | None
+    ) -> Plan:
+        """The Basic Profile's plan: what a cleaned value that is left empty gets."""
+        action = rule.basic
+        if action.is_combined:
+            action = self._resolve(tag, action, vr, types)[0]
+        return self._action_plan(tag, vr, action, strict, None)
 
     def private_plan(self, tag: int, vr: str) -> Plan:
         """Decide a private element: removed, private creators included.
@@ -335,8 +463,10 @@ class Planner:
                 return keep_plan(vr)
         elif vr == "TM" and (self.shift_dates or self.full_dates):
             return keep_plan(vr)
-        if tag in CODE_TAGS and not strict:
-            return Plan(Op.CODE, "K", vr)
+        if tag in CODE_TAGS:
+            return Plan(Op.CODE, "K", vr, strict=strict)
+        if self.clean_sr_text and tag in SR_TEXT_TAGS and vr in TEXT_VRS:
+            return Plan(Op.CLEAN, "C", vr, Plan(Op.REMOVE, "X", unlisted=True))
         if keep_unlisted(tag, vr, strict=strict):
             return keep_plan(vr)
         return Plan(Op.REMOVE, "X", unlisted=True)
@@ -370,13 +500,18 @@ class Planner:
 
 __all__ = [
     "DUMMIES",
+    "SR_TEXT_TAGS",
     "SUPPORTED_OPTIONS",
     "TEXT_DUMMY",
+    "TEXT_VRS",
+    "IodTypes",
     "Op",
     "Plan",
+    "PlanCache",
     "Planner",
     "dictionary_vr_or_un",
     "effective_vr",
     "keep_plan",
+    "resolve_by_type",
     "resolve_combined",
 ]

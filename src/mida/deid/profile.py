@@ -11,18 +11,21 @@ built in:
 ``default``
     Basic Profile + Retain Longitudinal Temporal Information with Modified
     Dates (dates shifted by a per-patient offset) + Retain Patient
-    Characteristics (sex, age capped at 90 years, size, weight...). This is
-    what AI training usually needs.
+    Characteristics (sex, age capped at 90 years, size, weight...) + Clean
+    Descriptors + Clean Structured Content (descriptions, comments and SR
+    text keep their clinical words, lose names, IDs, dates, phone numbers and
+    addresses: :mod:`mida.deid.freetext`). This is what AI training usually
+    needs.
 
 Examples
 --------
 >>> list_profiles()
-['basic', 'default']
+['basic', 'default', 'research-full-dates']
 >>> p = get_profile("default")
 >>> sorted(p.options)
-['rtnLongModifDatesOpt', 'rtnPatCharsOpt']
+['cleanDescOpt', 'cleanStructContOpt', 'rtnLongModifDatesOpt', 'rtnPatCharsOpt']
 >>> [c.CodeValue for c in p.method_codes()]
-['113100', '113107', '113108']
+['113100', '113104', '113105', '113107', '113108']
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -160,42 +164,61 @@ _BUILTIN: Mapping[str, Profile] = MappingProxyType(
         ),
         "default": Profile(
             name="default",
-            version="1",
+            version="2",
             options=frozenset(
                 {
                     Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
                     Option.RETAIN_PATIENT_CHARACTERISTICS,
+                    Option.CLEAN_DESCRIPTORS,
+                    Option.CLEAN_STRUCTURED_CONTENT,
                 }
             ),
+            # Occupation is C under Clean Descriptors, but a rare occupation
+            # identifies a person and no cleaning can tell which: removed.
+            overrides={0x00102180: "remove"},
             description=(
                 "Basic Profile + Retain Longitudinal Temporal Information with Modified "
-                "Dates + Retain Patient Characteristics"
+                "Dates + Retain Patient Characteristics + Clean Descriptors + Clean "
+                "Structured Content"
             ),
         ),
     }
 )
 
 
-def list_profiles() -> list[str]:
-    """Return the names of the available profiles, sorted."""
-    return sorted(_BUILTIN)
+def list_profiles(home: Path | None = None) -> list[str]:
+    """Return the names of the available profiles, sorted.
+
+    Those built in, the YAML files shipped with mida and, given a node's
+    `home`, the node's own ``home/profiles/*.yaml``
+    (:mod:`mida.deid.profile_files`).
+    """
+    from mida.deid.profile_files import available_profiles
+
+    return sorted(set(_BUILTIN) | set(available_profiles(home)))
 
 
-def get_profile(name: str) -> Profile:
-    """Return the profile called `name`.
+def get_profile(name: str, home: Path | None = None) -> Profile:
+    """Return the profile called `name` (see :func:`list_profiles` for where from).
 
     Raises
     ------
     DeidError
-        If no profile has that name; the message lists the available ones.
+        If no profile has that name (the message lists the available ones),
+        or a profile file is invalid (the message names the file and key).
     """
-    try:
-        return _BUILTIN[name]
-    except KeyError:
-        raise DeidError(
-            f"unknown de-identification profile {name!r}; available profiles: "
-            f"{', '.join(list_profiles())}"
-        ) from None
+    builtin = _BUILTIN.get(name)
+    if builtin is not None:
+        return builtin
+    from mida.deid.profile_files import available_profiles
+
+    found = available_profiles(home)
+    if name in found:
+        return found[name]
+    raise DeidError(
+        f"unknown de-identification profile {name!r}; available profiles: "
+        f"{', '.join(list_profiles(home))}"
+    )
 
 
 def parse_overrides(items: Iterable[tuple[str | int, str]]) -> dict[int, str]:

@@ -29,20 +29,26 @@ class CombinedActionChoice:
         The table's action, e.g. ``"X/Z/D"``.
     resolved
         The action applied, e.g. ``"Z"``.
+    basis
+        Why: the attribute's type in the object's IOD (``"Type 2 in
+        ct-image"``, ``"not in ct-image"``), or ``"type unknown"`` when the
+        IOD (or, inside a sequence, the attribute's type there) is not known
+        and the safer choice was made.
 
     Examples
     --------
     >>> str(CombinedActionChoice(0x00080080, "Institution Name", "X/Z/D", "Z"))
-    '(0008,0080) Institution Name: X/Z/D -> Z'
+    '(0008,0080) Institution Name: X/Z/D -> Z (type unknown)'
     """
 
     tag: int
     name: str
     combined: str
     resolved: str
+    basis: str = "type unknown"
 
     def __str__(self) -> str:
-        return f"{tag_str(self.tag)} {self.name}: {self.combined} -> {self.resolved}"
+        return f"{tag_str(self.tag)} {self.name}: {self.combined} -> {self.resolved} ({self.basis})"
 
 
 @dataclass
@@ -94,7 +100,13 @@ class DeidReport:
         """Return a JSON-ready dict; choice tags are written ``"(gggg,eeee)"``."""
         out = asdict(self)
         out["combined_choices"] = [
-            {"tag": tag_str(c.tag), "name": c.name, "combined": c.combined, "resolved": c.resolved}
+            {
+                "tag": tag_str(c.tag),
+                "name": c.name,
+                "combined": c.combined,
+                "resolved": c.resolved,
+                "basis": c.basis,
+            }
             for c in self.combined_choices
         ]
         return out

@@ -20,8 +20,9 @@ from typing import Any
 from mida.catalog.db import make_engine
 from mida.catalog.service import finish_job, get_or_create_collection, start_job
 from mida.config import Settings
+from mida.deid import get_profile
 from mida.deid.vault import LinkageVault
-from mida.errors import QuarantineReason
+from mida.errors import IngestError, QuarantineReason
 from mida.events import EventBus, FileDiscovered, FileProcessed, IngestFinished, IngestStarted
 from mida.ingest.processor import InstanceProcessor, Outcome, Source
 from mida.ingest.sources import Item, Refused, count_inputs, discover, read_zip_member
@@ -119,7 +120,9 @@ class Ingestor:
     node
         The opened node.
     collection
-        Collection name; created with the node's default profile when new.
+        Collection name; created with `profile` (else the node's default) when new.
+    profile
+        De-identification profile of a new collection; an existing one must match.
     workers
         Worker processes (default ``settings.workers``); 1 runs in-process.
     bus
@@ -129,6 +132,7 @@ class Ingestor:
     def __init__(
         self, node: Node, collection: str, *, workers: int | None = None,
         bus: EventBus | None = None, source_kind: str | None = None,
+        profile: str | None = None,
     ) -> None:
         self.node = node
         self.settings = node.settings
@@ -136,10 +140,16 @@ class Ingestor:
         self.workers = workers or self.settings.workers
         self.bus = bus or EventBus()
         self.catalog = node.catalog()
+        wanted = profile or self.settings.deid_profile
+        get_profile(wanted, self.settings.home)  # an unknown or invalid profile fails here
         with self.catalog.session() as s:
-            col = get_or_create_collection(
-                s, collection, node.institution_id(), self.settings.deid_profile
-            )
+            col = get_or_create_collection(s, collection, node.institution_id(), wanted)
+            if profile is not None and col.deid_profile != profile:
+                raise IngestError(
+                    f"collection {collection!r} is de-identified with profile "
+                    f"{col.deid_profile!r}; one collection keeps one profile (ingest into "
+                    f"a new collection to use {profile!r})"
+                )
             self.collection_id = col.id
             self.profile = col.deid_profile
         self._key = node.key()

@@ -217,7 +217,7 @@ class InstanceProcessor:
         self.vault_key = vault_key
         self._sealed: set[str] = set()  # pseudonyms this process already sealed
         self.settings = settings
-        self.profile = get_profile(profile)
+        self.profile = get_profile(profile, settings.home)
         self.deid = Deidentifier(key, self.profile)
         self.pseudo = Pseudonymizer(key)
         self.store = store
