@@ -48,8 +48,13 @@ class Settings(BaseSettings):
     fsync: bool = Field(default=False, description="fsync each blob (power-loss safety).")
     quarantine_encapsulated_documents: bool = True
     pixel_risk_modalities: str = Field(
-        default="US,SC,OT,XC,ES,GM",
-        description="Modalities whose pixels may carry burned-in text when not marked NO.",
+        default="US,SC,DX,XA,OT,XC,ES,GM",
+        description="Modalities whose every frame is OCRed for burned-in text and blanked "
+        "(anything with BurnedInAnnotation YES is too).",
+    )
+    ocr_engine: str = Field(
+        default="tesseract",
+        description="OCR for burned-in text: 'tesseract' (Debian tesseract-ocr, eng + chi_tra).",
     )
     # Archive bounds (zip/tar): a member or archive over these is refused.
     archive_max_members: int = Field(default=100_000, ge=1)

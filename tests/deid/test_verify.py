@@ -263,3 +263,25 @@ def test_text_left_in_pixels_is_reported_by_a_locating_ocr(tmp_path: Path) -> No
     report = verify_pair([phi / "GREYSCALE_IMAGE.dcm"], [phi / "GREYSCALE_IMAGE.dcm"])
     assert report.pixels_checked and not report.pixels_unchecked
     assert any(lk.kind == "pixel_text" for lk in report.leaks)
+
+
+def test_a_name_word_that_is_a_clinical_word_elsewhere_is_not_a_leak() -> None:
+    # "Dr. soft haze" refers in one file; another file's study is "SOFT TISSUE"
+    a, b = Dataset(), Dataset()
+    a.ReferringPhysicianName = "Dr. soft haze"
+    b.StudyDescription = "US CHEST WALL/SOFT TISSUE"
+    b.PatientName = "Chen^Mei"
+    ids = collect_identifiers(a)
+    ids.update(collect_identifiers(b))
+    search = ids.searchable()
+    assert "soft" not in search and "haze" in search and "Dr. soft haze" in search
+    # a name written into its own file's description stays searched
+    c = Dataset()
+    c.PatientName = "Tissue^Anna"
+    c.StudyDescription = "CT for TISSUE"
+    assert "Tissue" in collect_identifiers(c).searchable()
+    # a name in another file's description is not an ordinary word
+    d = Dataset()
+    d.StudyDescription = "seen by Dr. Haze"
+    ids.update(collect_identifiers(d))
+    assert "haze" in ids.searchable()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def inputs(tmp_path: Path) -> Path:
     src = tmp_path / "in"
     for i in range(3):
         write(src / "ct" / f"{i}.dcm", make_dataset(InstanceNumber=i + 1))
-    write(src / "us.dcm", make_dataset(Modality="US"))  # burned-in risk, no cleaning rule
+    write(src / "nouid.dcm", make_dataset(StudyInstanceUID=None))  # cannot be made safe
     (src / "notes.txt").write_text("not DICOM")
     make_pdf(src / "doc.dcm")
     with zipfile.ZipFile(src / "more.zip", "w") as zf:
@@ -59,7 +60,7 @@ def test_writes_files_named_by_new_sop_uid(inputs: Path, tmp_path: Path) -> None
         assert str(ds.SOPInstanceUID) not in originals
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert report.duplicates == 1
-    assert report.by_reason == {"burned_in_text": 1, "encapsulated_document": 1,
+    assert report.by_reason == {"missing_uid": 1, "encapsulated_document": 1,
                                 "not_dicom": 1}
     assert report.inputs == 7
     assert sorted(e.outcome for e in events).count("written") == 3
@@ -96,3 +97,21 @@ def test_output_inside_input_is_refused(inputs: Path) -> None:
 def test_missing_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         run_deid([tmp_path / "nope"], tmp_path / "out", KEY)
+
+
+def test_burned_in_text_is_cleaned_in_standalone_runs(tmp_path: Path) -> None:
+    from mida.deid.pixels import PixelCleaner, TesseractOCR, load_pixel_rules, to_grey8
+    from tests.ingest.test_pixel_cleaning import us_with_text
+
+    ocr = TesseractOCR()
+    if not ocr.is_available():
+        if os.environ.get("MIDA_TEST_REQUIRE_SERVICES") == "1":
+            pytest.fail("CI requires tesseract")
+        pytest.skip("tesseract is not installed")
+    src = us_with_text(tmp_path / "in" / "us.dcm")
+    report = run_deid([src], tmp_path / "out", KEY, settings=_settings(tmp_path))
+    (name,) = report.written
+    ds = pydicom.dcmread(tmp_path / "out" / name)
+    cleaner = PixelCleaner(load_pixel_rules(), ocr)
+    assert not cleaner.text_words(ocr.detect(to_grey8(ds.pixel_array)))
+    assert ds.BurnedInAnnotation == "NO"

@@ -679,6 +679,32 @@ def _native_view(ds: Dataset) -> _Pixels:
     return _Pixels(buffer, view, photometric, blank, to_rgb)
 
 
+CLEAN_PIXEL_DATA_CODE = ("113101", "DCM", "Clean Pixel Data Option")
+"""CID 7050 code recorded in De-identification Method Code Sequence once pixels are cleaned."""
+
+
+def record_clean_pixel_data(ds: Dataset) -> None:
+    """Add the Clean Pixel Data code to (0012,0064) of `ds`, once.
+
+    Examples
+    --------
+    >>> ds = Dataset()
+    >>> record_clean_pixel_data(ds); record_clean_pixel_data(ds)
+    >>> [(i.CodeValue, i.CodeMeaning) for i in ds.DeidentificationMethodCodeSequence]
+    [('113101', 'Clean Pixel Data Option')]
+    """
+    value, scheme, meaning = CLEAN_PIXEL_DATA_CODE
+    items = ds.get("DeidentificationMethodCodeSequence")
+    if items is None:
+        ds.DeidentificationMethodCodeSequence = []
+        items = ds.DeidentificationMethodCodeSequence
+    if any(getattr(i, "CodeValue", None) == value for i in items):
+        return
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    items.append(item)
+
+
 class PixelCleaner:
     """Blank burned-in text: region rules first, then OCR on every frame.
 
@@ -697,6 +723,13 @@ class PixelCleaner:
         on their own.
     context_confidence
         Confidence from which a word on the same line as text is text too.
+        0 by default: next to a name, a low-confidence word is most often
+        an ID or a date in a font tesseract reads badly, and blanking a
+        false one costs little.
+    long_word
+        Words of at least this many characters are text whatever their
+        confidence: tesseract reads IDs, dates and phone numbers in small
+        bitmap fonts with confidences near 0, yet finds their boxes.
     pad
         Pixels added around each OCR word box.
     max_passes
@@ -712,7 +745,8 @@ class PixelCleaner:
         *,
         min_confidence: float = 60.0,
         min_chars: int = 2,
-        context_confidence: float = 30.0,
+        context_confidence: float = 0.0,
+        long_word: int = 6,
         pad: int = 3,
         max_passes: int = 3,
         workers: int | None = None,
@@ -722,6 +756,7 @@ class PixelCleaner:
         self.min_confidence = min_confidence
         self.min_chars = min_chars
         self.context_confidence = context_confidence
+        self.long_word = long_word
         self.pad = pad
         self.max_passes = max_passes
         self.workers = workers or min(4, os.cpu_count() or 1)
@@ -820,6 +855,7 @@ class PixelCleaner:
         changed = self._write_back(ds, original_ts) if compressed else False
         if verified:
             ds.BurnedInAnnotation = "NO"
+        record_clean_pixel_data(ds)
         return PixelReport(
             frames=n_frames,
             regions_blanked=regions,
@@ -837,7 +873,8 @@ class PixelCleaner:
 
         A word is text when it has at least `min_chars` characters, a
         confidence of at least `min_confidence` and the shape of text
-        (:meth:`WordBox.plausible`). Words on the same line as text are text
+        (:meth:`WordBox.plausible`), or at least `long_word` characters at any
+        confidence. Words on the same line as text are text
         too when their confidence reaches `context_confidence`: names in
         unusual fonts are often read with low confidence next to a confident
         ID. Isolated low-confidence words are speckle read as letters, and
@@ -846,7 +883,11 @@ class PixelCleaner:
         sure = [
             w
             for w in words
-            if w.chars >= self.min_chars and w.confidence >= self.min_confidence and w.plausible()
+            if w.plausible()
+            and (
+                (w.chars >= self.min_chars and w.confidence >= self.min_confidence)
+                or w.chars >= self.long_word
+            )
         ]
         lines = {w.line for w in sure if w.line >= 0}
         context = [
@@ -920,6 +961,7 @@ class PixelCleaner:
 
 
 __all__ = [
+    "CLEAN_PIXEL_DATA_CODE",
     "OCR_ENGINES",
     "OCR_MODALITIES",
     "Box",
@@ -934,6 +976,7 @@ __all__ = [
     "get_ocr_engine",
     "header_facts",
     "load_pixel_rules",
+    "record_clean_pixel_data",
     "requires_ocr",
     "to_grey8",
 ]

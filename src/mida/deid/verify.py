@@ -51,6 +51,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import os
@@ -70,6 +71,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from mida.deid.allowlist import CLASS_UID_TAGS
+from mida.deid.freetext import FreeTextCleaner
 from mida.errors import DeidError
 
 MIN_LEN = 4
@@ -140,6 +142,14 @@ class Identifiers:
 
     values: dict[str, str] = field(default_factory=dict)
     technical: set[str] = field(default_factory=set)
+    ordinary: set[str] = field(default_factory=set)
+    """Upper-cased words of the originals' non-identifying text (``SOFT`` of
+    ``US CHEST WALL/SOFT TISSUE``) that are not a name word of the same
+    original and that the free-text cleaner keeps. A one-word name part
+    equal to one of them ("Dr. soft haze" in another file) is not searched
+    alone: finding the clinical word proves nothing. The whole name and its
+    other parts still are, and a name word written into its own file's
+    description is never ordinary there."""
 
     def add(self, value: str, kind: str) -> None:
         """Add one value if it is long and specific enough to search for."""
@@ -156,11 +166,14 @@ class Identifiers:
         for v, k in other.values.items():
             self.values.setdefault(v, k)
         self.technical |= other.technical
+        self.ordinary |= other.ordinary
 
     def searchable(self) -> dict[str, str]:
-        """The values to search for: :attr:`values` less technical words."""
+        """The values to search for: :attr:`values` less technical and ordinary words."""
         return {v: k for v, k in self.values.items()
-                if k not in ("name", "private") or v.upper() not in self.technical}
+                if k not in ("name", "private")
+                or not (v.upper() in self.technical
+                        or (k == "name" and v.upper() in self.ordinary))}
 
     def counts(self) -> dict[str, int]:
         """How many values of each kind."""
@@ -274,6 +287,11 @@ def _name_parts(value: Any) -> list[str]:
     return out
 
 
+@functools.cache
+def _cleaner() -> FreeTextCleaner:
+    return FreeTextCleaner()
+
+
 def collect_identifiers(ds: Dataset) -> Identifiers:
     """Gather the identifying values of an original dataset.
 
@@ -336,6 +354,12 @@ def collect_identifiers(ds: Dataset) -> Identifiers:
             except Exception:  # one odd value must not hide the others
                 continue
     ids.technical |= {t.strip().upper() for t in technical if t.strip()}
+    own_words = {w.upper() for v, k in ids.values.items() if k == "name" for w in v.split()}
+    cleaner = _cleaner()
+    for t in technical:
+        if re.search(r"[^\W\d_]{4,}", t):  # words the cleaner would keep are clinical words
+            kept = cleaner.clean(t).text.upper()
+            ids.ordinary |= {w for w in re.findall(r"[^\W\d_]{4,}", kept) if w not in own_words}
     for v in private:
         v = v.strip().strip("\x00").strip()
         if v in technical or not (re.search(r"[^\W\d_]", v) or len(v) >= 6):

@@ -38,7 +38,7 @@ from mida.dicom.write import encode
 from mida.errors import IngestError, QuarantineError, QuarantineReason
 from mida.events import EventBus, FileDiscovered, FileProcessed
 from mida.ingest import parse
-from mida.ingest.processor import _ensure_file_meta, quiet_pydicom
+from mida.ingest.processor import ensure_file_meta, make_safe, pixel_cleaner, quiet_pydicom
 from mida.ingest.sources import Item, Refused, count_inputs, discover, read_zip_member
 
 
@@ -105,6 +105,7 @@ class _Worker:
         quiet_pydicom()
         self.settings = settings
         self.deid = Deidentifier(key, Profile(**profile))
+        self.pixels = pixel_cleaner(settings)
 
     def read(self, item: Item) -> bytes:
         if item.data is not None:
@@ -135,17 +136,8 @@ class _Worker:
                                   "a nested archive: extract it and run again on the result")
         ds = parse.read_dataset(data)
         parse.validate(ds, quarantine_documents=self.settings.quarantine_encapsulated_documents)
-        _ensure_file_meta(ds)
-        if parse.needs_pixel_cleaning(ds, self.settings.risk_modalities):
-            raise QuarantineError(
-                QuarantineReason.BURNED_IN_TEXT,
-                "pixels may carry burned-in identifying text (BurnedInAnnotation is YES, or "
-                f"missing for modality {ds.get('Modality') or 'unknown'}) and no pixel-cleaning "
-                "rule covers this image",
-            )
-        if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_compressed:
-            parse.check_decodable(ds)
-        self.deid.apply(ds)
+        ensure_file_meta(ds)
+        make_safe(ds, self.deid, self.pixels, self.settings)
         return f"{ds.SOPInstanceUID}.dcm", encode(ds)
 
 

@@ -146,16 +146,6 @@ def check_pixel_length(ds: Dataset) -> None:
         )
 
 
-def needs_pixel_cleaning(ds: Dataset, risk_modalities: frozenset[str]) -> bool:
-    """Whether the pixels may carry burned-in identifying text."""
-    if "PixelData" not in ds:
-        return False
-    burned = str(ds.get("BurnedInAnnotation", "") or "").upper()
-    if burned == "YES":
-        return True
-    return burned != "NO" and str(ds.get("Modality", "") or "").upper() in risk_modalities
-
-
 def check_decodable(ds: Dataset, *, first_frame_only: bool = True) -> None:
     """Decode pixel data (the first frame by default) or refuse the file."""
     with warnings.catch_warnings():
@@ -183,7 +173,6 @@ __all__ = [
     "ENCAPSULATED_DOCUMENTS",
     "check_decodable",
     "check_pixel_length",
-    "needs_pixel_cleaning",
     "read_dataset",
     "validate",
 ]

@@ -23,7 +23,15 @@ from pydicom.uid import UID
 from sqlalchemy import Connection, Engine, TextClause, text
 
 from mida.config import Settings
-from mida.deid import Deidentifier, Pseudonymizer, get_profile
+from mida.deid import Deidentifier, DeidReport, Pseudonymizer, get_profile
+from mida.deid.pixels import (
+    PixelCleaner,
+    PixelReport,
+    get_ocr_engine,
+    header_facts,
+    load_pixel_rules,
+    requires_ocr,
+)
 from mida.deid.vault import IDENTIFYING_KEYWORDS, seal
 from mida.dicom.json import to_json_dict
 from mida.dicom.write import encode
@@ -163,7 +171,7 @@ def record_of(ds: Dataset) -> dict[str, Any]:
     }
 
 
-def _ensure_file_meta(ds: Dataset) -> None:
+def ensure_file_meta(ds: Dataset) -> None:
     """Give a bare dataset the file meta it was implicitly encoded with."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import (
@@ -190,6 +198,54 @@ def _ensure_file_meta(ds: Dataset) -> None:
         )
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def pixel_cleaner(settings: Settings) -> PixelCleaner:
+    """The pixel cleaner of a worker process: shipped region rules and the OCR engine.
+
+    Frames are OCRed in parallel threads, sharing the CPUs with the other
+    worker processes.
+    """
+    import os
+
+    per_worker = max(1, (os.cpu_count() or 1) // max(1, settings.workers))
+    return PixelCleaner(load_pixel_rules(), get_ocr_engine(settings.ocr_engine), workers=per_worker)
+
+
+def make_safe(
+    ds: Dataset, deid: Deidentifier, pixels: PixelCleaner, settings: Settings
+) -> tuple[DeidReport, PixelReport | None]:
+    """De-identify the header and, where they may carry text, clean the pixels.
+
+    Pixels are cleaned (region rules of the original header, then OCR of
+    every frame) when the image's modality is one of
+    ``settings.risk_modalities``, BurnedInAnnotation is YES, or a region
+    rule matches; the header facts the rules need are read before the
+    header is de-identified. Other compressed pixel data is checked to
+    decode, so nothing undecodable is stored.
+
+    Raises
+    ------
+    QuarantineError
+        When the header or the pixels cannot be made safe; `ds` is then
+        half-processed and must be discarded (quarantine the original).
+    """
+    clean = False
+    facts = None
+    if "PixelData" in ds:
+        facts = header_facts(ds)
+        modality = str(facts.get("Modality", "")).upper()
+        clean = (
+            requires_ocr(facts)
+            or modality in settings.risk_modalities
+            or bool(pixels.rules.matching(facts))
+        )
+        if not clean and UID(str(ds.file_meta.TransferSyntaxUID)).is_compressed:
+            parse.check_decodable(ds)
+    report = deid.apply(ds)
+    if not clean or facts is None:
+        return report, None
+    return report, pixels.clean(ds, facts)
 
 
 class InstanceProcessor:
@@ -219,6 +275,7 @@ class InstanceProcessor:
         self.settings = settings
         self.profile = get_profile(profile, settings.home)
         self.deid = Deidentifier(key, self.profile)
+        self.pixels = pixel_cleaner(settings)
         self.pseudo = Pseudonymizer(key)
         self.store = store
         self.engine = engine
@@ -297,20 +354,9 @@ class InstanceProcessor:
             )
         ds = parse.read_dataset(data)
         parse.validate(ds, quarantine_documents=self.settings.quarantine_encapsulated_documents)
-        _ensure_file_meta(ds)
-        ts = UID(str(ds.file_meta.TransferSyntaxUID))
-        if parse.needs_pixel_cleaning(ds, self.settings.risk_modalities):
-            parse.check_decodable(ds)
-            raise QuarantineError(
-                QuarantineReason.BURNED_IN_TEXT,
-                "pixels may carry burned-in identifying text (BurnedInAnnotation is YES, or "
-                f"missing for modality {ds.get('Modality') or 'unknown'}) and no pixel-cleaning "
-                "rule covers this image",
-            )
-        if ts.is_compressed and "PixelData" in ds:
-            parse.check_decodable(ds)
+        ensure_file_meta(ds)
         identifiers = self._identifiers(ds) if self.vault_key is not None else None
-        report = self.deid.apply(ds)
+        report, _ = make_safe(ds, self.deid, self.pixels, self.settings)
         original_uid_hash = report.source_uid_hash
         sop_uid = str(ds.SOPInstanceUID)
         if self._known_instance(sop_uid):
@@ -331,7 +377,17 @@ class InstanceProcessor:
             "deid_profile_version": self.profile.version,
             "key_id": self.pseudo.key_id,
         }
+
         return Outcome("stored", record=record, **base)
 
 
-__all__ = ["InstanceProcessor", "Outcome", "Source", "dataset_json", "record_of"]
+__all__ = [
+    "InstanceProcessor",
+    "Outcome",
+    "Source",
+    "dataset_json",
+    "ensure_file_meta",
+    "make_safe",
+    "pixel_cleaner",
+    "record_of",
+]
