@@ -21,6 +21,7 @@ from mida.catalog.models import Instance
 from mida.deid import pixels
 from mida.deid.pixels import PixelCleaner, TesseractOCR, load_pixel_rules, to_grey8
 from mida.dicom.sample import render_text
+from mida.dicom.write import encode
 from mida.ingest import ingest_paths
 from mida.node import Node
 from tests.factories import make_dataset, write
@@ -126,3 +127,54 @@ def test_ids_dates_and_phones_alone_are_found(tesseract: TesseractOCR, text: str
         r0, c0, r1, c1 = cleaner._padded(w.box)
         covered[max(r0 - 10, 0) : r1 - 10, max(c0 - 10, 0) : c1 - 10] = True
     assert covered[mask].all(), "every inked pixel lies in a blanked box"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pydicom_data/OBXXXX1A_expb.dcm",  # big endian, 8-bit in OW: stored swapped in pairs
+        "pydicom_data/gdcm-US-ALOKA-16_big.dcm",  # big endian, 16-bit
+        "pydicom_data/SC_rgb_expb_2frame.dcm",  # big endian, RGB, 2 frames
+        "pydicom_test_files/test_files/image_dfl.dcm",  # deflated
+    ],
+)
+def test_byte_orders_and_deflate_are_cleaned_in_place(name: str) -> None:
+    from pydicom.uid import UID
+
+    from mida.deid.pixels import PixelRule, PixelRuleSet, header_facts
+    from tests.conftest import shared
+
+    path = shared("dicom", name)
+    ds = pydicom.dcmread(path)
+    before = ds.pixel_array.copy()
+    ts = UID(str(ds.file_meta.TransferSyntaxUID))
+    rules = PixelRuleSet(1, "test", (PixelRule("corner", blank=((0, 0, 4, 6),)),))
+    PixelCleaner(rules, ocr=None).clean(ds, header_facts(ds))
+    assert ds.file_meta.TransferSyntaxUID == ts, "native data keeps its transfer syntax"
+    back = pydicom.dcmread(io.BytesIO(encode(ds))).pixel_array
+    frames = back if back.ndim == before.ndim and int(ds.get("NumberOfFrames", 1)) > 1 else [back]
+    originals = before if int(ds.get("NumberOfFrames", 1)) > 1 else [before]
+    for new, old in zip(frames, originals, strict=True):
+        assert not new[:4, :6].any() or ds.PhotometricInterpretation == "MONOCHROME1"
+        assert np.array_equal(new[4:], old[4:]) and np.array_equal(new[:, 6:], old[:, 6:])
+
+
+def test_implicit_vr_elements_survive_re_encoding_after_decompression(tmp_path: Path) -> None:
+    # SC_rgb_jpeg.dcm declares JPEG Baseline (explicit VR) but its elements are
+    # implicit VR; cleaning decodes it and stores Explicit VR Little Endian
+    from mida.config import Settings
+    from mida.deid import Deidentifier, get_profile
+    from mida.ingest import parse
+    from mida.ingest.processor import ensure_file_meta, make_safe, pixel_cleaner
+    from tests.conftest import shared
+
+    data = shared("dicom", "pydicom_test_files", "test_files", "SC_rgb_jpeg.dcm").read_bytes()
+    ds = parse.read_dataset(data)
+    ensure_file_meta(ds)
+    settings = Settings(home=tmp_path)
+    cleaner = pixel_cleaner(settings)
+    cleaner.ocr = None  # rules only: this checks the encoding, not OCR
+    make_safe(ds, Deidentifier(b"k" * 32, get_profile("default")), cleaner, settings)
+    back = pydicom.dcmread(io.BytesIO(encode(ds)))
+    assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert back.pixel_array.shape == (256, 256, 3) and back.PatientID == ds.PatientID

@@ -73,7 +73,6 @@ from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     RLELossless,
@@ -91,7 +90,6 @@ OCR_MODALITIES = frozenset({"US", "SC", "DX", "XA", "OT", "XC", "ES", "GM"})
 
 RULES_FILE = "pixel_rules.yaml"
 
-_NATIVE_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 # Lossless syntaxes pydicom 3 can encode; the result is verified by decoding.
 _REENCODABLE = frozenset({RLELossless, JPEG2000Lossless, JPEGLSLossless})
 _LOSSY_SYNTAXES = frozenset(
@@ -620,14 +618,24 @@ class _Pixels:
     photometric: str
     blank_value: tuple[int, ...]
     to_rgb: Callable[[np.ndarray], np.ndarray] | None = None
+    swapped_pairs: bool = False
+
+    def output(self) -> bytes:
+        """The pixel bytes to write back, in the element's own layout."""
+        return bytes(_swap_pairs(self.buffer) if self.swapped_pairs else self.buffer)
 
 
 def _quarantine(reason: QuarantineReason, message: str) -> QuarantineError:
     return QuarantineError(reason, message)
 
 
-def _native_view(ds: Dataset) -> _Pixels:
-    """View native little-endian PixelData as (frames, rows, cols, samples), writable."""
+def _native_view(ds: Dataset, *, little_endian: bool = True) -> _Pixels:
+    """View native PixelData as (frames, rows, cols, samples), writable.
+
+    Big endian data is viewed in its own byte order; 8-bit pixels in an OW
+    element of a big endian file are stored swapped in pairs (PS3.5 8.1.1),
+    so they are swapped for the view and back by :meth:`_Pixels.output`.
+    """
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         spp = int(ds.get("SamplesPerPixel", 1))
@@ -645,9 +653,14 @@ def _native_view(ds: Dataset) -> _Pixels:
             QuarantineReason.PIXEL_UNDECODABLE,
             f"pixel layout not supported for cleaning (BitsAllocated {bits}, {photometric})",
         )
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    dtype = np.dtype(f"{'<' if little_endian else '>'}{'i' if signed else 'u'}{bits // 8}")
     need = frames * rows * cols * spp * dtype.itemsize
     buffer = bytearray(ds.PixelData)
+    swapped = not little_endian and bits == 8 and ds["PixelData"].VR == "OW"
+    if swapped:
+        if len(buffer) % 2:
+            raise _quarantine(QuarantineReason.PIXEL_UNDECODABLE, "odd-length OW pixel data")
+        buffer = _swap_pairs(buffer)
     if len(buffer) < need or rows < 1 or cols < 1:
         raise _quarantine(QuarantineReason.PIXEL_UNDECODABLE, "pixel data is shorter than declared")
     flat = np.frombuffer(buffer, dtype=dtype, count=need // dtype.itemsize)
@@ -676,7 +689,11 @@ def _native_view(ds: Dataset) -> _Pixels:
             raise _quarantine(
                 QuarantineReason.PIXEL_UNDECODABLE, "the palette colour lookup table is unusable"
             ) from None
-    return _Pixels(buffer, view, photometric, blank, to_rgb)
+    return _Pixels(buffer, view, photometric, blank, to_rgb, swapped)
+
+
+def _swap_pairs(data: bytearray) -> bytearray:
+    return bytearray(np.frombuffer(bytes(data), np.uint8).reshape(-1, 2)[:, ::-1].tobytes())
 
 
 CLEAN_PIXEL_DATA_CODE = ("113101", "DCM", "Clean Pixel Data Option")
@@ -748,7 +765,7 @@ class PixelCleaner:
         context_confidence: float = 0.0,
         long_word: int = 6,
         pad: int = 3,
-        max_passes: int = 3,
+        max_passes: int = 4,
         workers: int | None = None,
     ) -> None:
         self.rules = rules
@@ -805,12 +822,9 @@ class PixelCleaner:
             if meta
             else ExplicitVRLittleEndian
         )
-        compressed = original_ts not in _NATIVE_SYNTAXES
-        if original_ts.is_deflated or (not original_ts.is_little_endian and not compressed):
-            raise _quarantine(
-                QuarantineReason.PIXEL_UNDECODABLE,
-                "deflated and big endian transfer syntaxes are not supported for pixel cleaning",
-            )
+        # Native data (deflated included: pydicom inflated it on reading) is
+        # edited in its own byte order; encapsulated data is decoded first.
+        compressed = original_ts.is_compressed
         if compressed:
             try:
                 ds.decompress(generate_instance_uid=False)
@@ -819,7 +833,7 @@ class PixelCleaner:
                     QuarantineReason.PIXEL_UNDECODABLE,
                     "the compressed pixel data cannot be decoded",
                 ) from None
-        px = _native_view(ds)
+        px = _native_view(ds, little_endian=compressed or original_ts.is_little_endian)
         n_frames = px.frames.shape[0]
         regions = 0
         for rule in matched:
@@ -838,8 +852,12 @@ class PixelCleaner:
                     for word in boxes:
                         regions += self._blank(px, (index,), self._padded(word.box))
                         ocr_boxes += 1
-                # Only frames that had text can have text left.
-                todo = [i for i, boxes in found.items() if boxes]
+                # Only frames that had confident text can have text left: a pass
+                # that found only uncertain words (blanked all the same) ends it.
+                todo = [i for i, boxes in found.items() if any(map(self.confident, boxes))]
+                if not todo:
+                    verified = True
+                    break
             logger.info(
                 "pixel OCR: %d frames, %d passes, %d word boxes blanked",
                 n_frames,
@@ -851,7 +869,7 @@ class PixelCleaner:
                     QuarantineReason.BURNED_IN_TEXT,
                     f"text was still detected after {passes} OCR passes",
                 )
-        ds.PixelData = bytes(px.buffer)
+        ds.PixelData = px.output()
         changed = self._write_back(ds, original_ts) if compressed else False
         if verified:
             ds.BurnedInAnnotation = "NO"
@@ -866,6 +884,14 @@ class PixelCleaner:
             ocr_passes=passes,
             ocr_verified=verified,
             TransferSyntaxUID=str(ds.file_meta.TransferSyntaxUID if compressed else original_ts),
+        )
+
+    def confident(self, word: WordBox) -> bool:
+        """Whether OCR is sure of a word: enough characters, confidence and text shape."""
+        return (
+            word.chars >= self.min_chars
+            and word.confidence >= self.min_confidence
+            and word.plausible()
         )
 
     def text_words(self, words: Sequence[WordBox]) -> list[WordBox]:

@@ -89,8 +89,12 @@ def encode(ds: Dataset) -> bytes:
             elem = ds.get_item(tag)
             if elem is None:
                 continue
-            if type(elem) is RawDataElement and _write_raw(fp.write, elem):
-                continue
+            if type(elem) is RawDataElement:
+                if _write_raw(fp.write, elem):
+                    continue
+                # e.g. implicit VR elements of a dataset re-encoded as explicit
+                # VR (after pixel cleaning): pydicom resolves the VR on conversion
+                elem = ds[tag]
             if tag == 0x7FE00010:  # as pydicom does: undefined length exactly when compressed
                 elem = ds[tag]
                 elem.is_undefined_length = ts.is_compressed
