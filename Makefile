@@ -33,7 +33,7 @@ run: install
 	$(BIN)/mida serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 
 typecheck: install
 	$(BIN)/mypy

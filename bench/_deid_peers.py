@@ -53,6 +53,14 @@ RESEARCH_ATTRIBUTES: tuple[str, ...] = (
     "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate",
 )  # fmt: skip
 DATE_ATTRIBUTES = frozenset({"StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"})
+#: Vendor private research attributes, ``(creator, group, element byte)``: those of
+#: mida's sample archive (:data:`mida.dicom.sample.VENDOR_PRIVATE`: GE table speed
+#: and rotation time, the Siemens diffusion b-value), counted as
+#: ``"(gggg,creator,ee)"``.
+RESEARCH_PRIVATE: tuple[tuple[str, int, int], ...] = (
+    ("GEMS_ACQU_01", 0x0019, 0x23), ("GEMS_ACQU_01", 0x0019, 0x27),
+    ("SIEMENS MR HEADER", 0x0019, 0x0C),
+)  # fmt: skip
 
 _HEADERS = {"Accept-Encoding": "identity"}
 
@@ -108,6 +116,15 @@ def research_values(ds: Any) -> dict[str, Any]:
         if value is None or value == "":
             continue
         out[kw] = str(value) if kw in DATE_ATTRIBUTES else _norm(value)
+    for creator, group, byte in RESEARCH_PRIVATE:
+        try:
+            value = ds.private_block(group, creator)[byte].value
+        except Exception:  # absent (KeyError) or unreadable
+            continue
+        if isinstance(value, bytes):  # implicit VR or UN: the value's text, if any
+            value = value.rstrip(b"\x00 ").decode("ascii", "replace")
+        if value is not None and value != "":
+            out[f"({group:04X},{creator},{byte:02X})"] = _norm(value)
     return out
 
 

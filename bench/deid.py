@@ -5,8 +5,9 @@ and ``deid_examples``; skipped with a message when absent) plus a synthetic
 archive from :func:`mida.dicom.sample.generate` (Taiwanese PHI in names, IDs,
 free text, private tags and nested sequences; ``--scale`` sizes it). Images
 whose pixels may carry burned-in text (US, SC, DX, XA, BurnedInAnnotation
-YES) are left out and counted: mida refuses them until pixel cleaning lands,
-and no peer looks at pixels at all.
+YES) are left out and counted: mida OCRs and blanks every frame of them
+(seconds per frame, :mod:`mida.deid.pixels`) while no peer looks at pixels at
+all, so timing them would compare unequal work.
 
 Every tool de-identifies the same input files into its own output folder:
 
@@ -30,7 +31,8 @@ For each tool the bench reports instances/s (wall clock of the timed part),
 the leaks that mida's verifier (:func:`mida.deid.verify.find_leaks`, the
 search behind ``mida deid verify``) finds in its outputs against the
 identifiers of all inputs, and the share of research attributes retained
-(:data:`_deid_peers.RESEARCH_ATTRIBUTES`, counted where the input had them).
+(:data:`_deid_peers.RESEARCH_ATTRIBUTES` and the vendor private attributes of
+:data:`_deid_peers.RESEARCH_PRIVATE`, counted where the input had them).
 
 Run ``python bench/deid.py --help`` for the options.
 """
@@ -547,7 +549,9 @@ def main(argv: list[str] | None = None) -> int:
             "corpus": {"instances": len(corpus.files), "total_bytes": corpus.total_bytes,
                        "sources": corpus.sources,
                        "burned_in_excluded": corpus.burned_in_excluded, "notes": corpus.notes},
-            "research_attributes": list(_deid_peers.RESEARCH_ATTRIBUTES),
+            "research_attributes": [*_deid_peers.RESEARCH_ATTRIBUTES,
+                                    *(f"({g:04X},{c},{e:02X})"
+                                      for c, g, e in _deid_peers.RESEARCH_PRIVATE)],
             "verifier": "mida.deid.verify.find_leaks against the union of all inputs' "
                         "identifiers (as `mida deid verify`)",
             "rows": [r.to_json() for r in runs],

@@ -20,6 +20,7 @@ MODULES = [
     "mida.deid.profile_files",
     "mida.deid.pseudonyms",
     "mida.deid.report",
+    "mida.deid.safe_private",
     "mida.deid.table",
     "mida.deid.verify",
 ]

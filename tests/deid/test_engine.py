@@ -28,6 +28,7 @@ from mida.deid import (
     get_profile,
     patient_key,
 )
+from mida.deid.safe_private import load_safe_private
 from mida.errors import QuarantineError, QuarantineReason
 
 from .builders import KEY, OTHER_KEY, PLANTED, ct_dataset, deep_sequence, output_bytes, reread, uid
@@ -468,7 +469,7 @@ def test_profile_overrides(engine: Deidentifier) -> None:
     assert ds.StudyDescription == "Scanned after the fall at home"
     assert "Modality" not in ds
     assert ds.BodyPartExamined == "CHEST" and ds.Rows == 8
-    assert ds.DeidentificationMethod.startswith(f"mida {__version__} profile custom 1")
+    assert ds.DeidentificationMethod[0].startswith(f"mida {__version__} profile custom 1")
 
 
 # -- the record and the report ----------------------------------------------
@@ -478,15 +479,20 @@ def test_deidentification_is_recorded(engine: Deidentifier) -> None:
     ds = reread(ct_dataset())
     engine.apply(ds)
     assert ds.PatientIdentityRemoved == "YES"
-    assert ds.DeidentificationMethod == f"mida {__version__} profile default 2 (PS3.15 2024b)"
+    assert ds.DeidentificationMethod == [
+        f"mida {__version__} profile default 3 (PS3.15 2024b)",
+        f"safe-private {load_safe_private().version}",
+    ]
     codes = [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning)
              for c in ds.DeidentificationMethodCodeSequence]  # fmt: skip
     assert codes == [
         ("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ("113103", "DCM", "Clean Graphics Option"),
         ("113104", "DCM", "Clean Structured Content Option"),
         ("113105", "DCM", "Clean Descriptors Option"),
         ("113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"),
         ("113108", "DCM", "Retain Patient Characteristics Option"),
+        ("113111", "DCM", "Retain Safe Private Option"),
     ]
 
 
@@ -499,8 +505,9 @@ def test_report_holds_no_original_value_and_no_offset(engine: Deidentifier) -> N
     assert "offset" not in text
     assert report.key_id == Pseudonymizer(KEY).key_id
     assert (report.profile_name, report.profile_version, report.table_edition) == (
-        "default", "2", "2024b",
+        "default", "3", "2024b",
     )  # fmt: skip
+    assert report.safe_private_version == load_safe_private().version
     assert report.source_uid_hash == Pseudonymizer(KEY).keyed_hash(uid("1.1.1"))
     assert sum(report.action_counts.values()) > 50
 
@@ -561,7 +568,7 @@ def test_output_is_valid_and_rereads_without_warnings(engine: Deidentifier,
         values = [e.value for e in back.iterall()]
     assert values
     assert back.PatientID == ds.PatientID and back.StudyDate == ds.StudyDate
-    assert len(back.DeidentificationMethodCodeSequence) == 5
+    assert len(back.DeidentificationMethodCodeSequence) == 7
 
 
 def test_datasets_built_in_code_work_too(engine: Deidentifier) -> None:

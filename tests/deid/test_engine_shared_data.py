@@ -8,18 +8,22 @@ quarantined, never fail otherwise, and no person name may remain in the
 text values of the output (the other categories there hold too many vendor
 strings that double as technical values).
 
-What counts as identifying (collected from the original, at every depth):
-every PN value and each of its component groups (alphabetic, ideographic,
-phonetic) and name parts; Patient ID, Other Patient IDs, Patient's Birth
-Date, Patient's Address, every telephone number, Institution Name and
-Address; every UID that is neither under the DICOM root nor class-like
+What counts as identifying (collected from the original, at every depth): every
+PN value and each of its component groups (alphabetic, ideographic, phonetic)
+and name parts; Patient ID, Other Patient IDs, Patient's Birth Date, Patient's
+Address, every telephone number, Institution Name and Address; every UID that is
+neither under the DICOM root nor class-like
 (:data:`~mida.deid.allowlist.CLASS_UID_TAGS`: SOP Class, Transfer Syntax...,
 which name a type, not an instance); and every private string value of six
-characters or more. Values are ignored when shorter than four characters or
-obviously generic: :data:`GENERIC` lists words that also occur as defined
-terms in kept technical attributes (``ORIGINAL``, ``PRIMARY`` in Image Type,
-``normalized`` in Rescale Type, ``Patient`` in the CID 7050 code meanings the
-engine writes) and placeholders such as ``ANONYMOUS``.
+characters or more, except the values (and the creators) of private attributes
+that the safe-private dictionary lists: the default profile applies Retain Safe
+Private, which keeps them as non-identifying by that dictionary's word; names,
+IDs and dates planted in them are still searched for. Values are ignored when
+shorter than four characters or obviously generic: :data:`GENERIC` lists words
+that also occur as defined terms in kept technical attributes (``ORIGINAL``,
+``PRIMARY`` in Image Type, ``normalized`` in Rescale Type, ``Patient`` in the
+CID 7050 code meanings the engine writes) and placeholders such as
+``ANONYMOUS``.
 A value counts as found when it occurs in the output bytes as a whole token
 (not inside a longer word: ``MARY`` is not found in ``PRIMARY``).
 """
@@ -42,6 +46,8 @@ from pydicom.valuerep import PersonName
 
 from mida.deid import Deidentifier, get_profile
 from mida.deid.allowlist import CLASS_UID_TAGS
+from mida.deid.safe_private import load_safe_private
+from mida.deid.verify import safe_listed_elements
 from mida.errors import QuarantineError
 
 from .builders import KEY
@@ -62,6 +68,9 @@ IDENTIFYING_KEYWORDS = frozenset(
         "InstitutionName", "InstitutionAddress",
     }
 )  # fmt: skip
+
+SAFE_CREATORS = load_safe_private().creators
+"""Private creators of blocks that the safe-private dictionary lists attributes of."""
 
 pytestmark = pytest.mark.shared_data
 
@@ -107,9 +116,11 @@ def identifying_values(ds: Dataset, *, names_only: bool = False) -> set[str]:
     public_text: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for elem in ds.iterall():
+        for elem, listed in safe_listed_elements(ds):
             if elem.VR not in TEXT_VRS or (names_only and elem.VR != "PN"):
                 continue
+            if listed or (elem.tag.is_private_creator and str(elem.value) in SAFE_CREATORS):
+                continue  # Retain Safe Private keeps it: the dictionary says it is safe
             kw = elem.keyword
             for value in _values(elem.value):
                 if value is None:

@@ -17,7 +17,8 @@ def test_builtin_profiles() -> None:
     assert list_profiles() == ["basic", "default", "research-full-dates"]
     assert get_profile("basic").options == frozenset()
     assert get_profile("default").options == {
-        "rtnLongModifDatesOpt", "rtnPatCharsOpt", "cleanDescOpt", "cleanStructContOpt"
+        "rtnSafePrivOpt", "rtnLongModifDatesOpt", "rtnPatCharsOpt", "cleanDescOpt",
+        "cleanStructContOpt", "cleanGraphOpt",
     }
 
 
@@ -30,10 +31,12 @@ def test_method_codes_use_cid_7050() -> None:
     codes = get_profile("default").method_codes()
     assert [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning) for c in codes] == [
         ("113100", "DCM", "Basic Application Confidentiality Profile"),
+        ("113103", "DCM", "Clean Graphics Option"),
         ("113104", "DCM", "Clean Structured Content Option"),
         ("113105", "DCM", "Clean Descriptors Option"),
         ("113107", "DCM", "Retain Longitudinal Temporal Information Modified Dates Option"),
         ("113108", "DCM", "Retain Patient Characteristics Option"),
+        ("113111", "DCM", "Retain Safe Private Option"),
     ]
     assert [c.CodeValue for c in get_profile("basic").method_codes()] == ["113100"]
 
@@ -64,10 +67,11 @@ def test_options_are_stored_as_plain_keys() -> None:
     assert [c.CodeValue for c in p.method_codes()] == ["113100", "113110"]
 
 
-def test_options_not_yet_implemented_are_refused_by_the_engine() -> None:
-    profile = Profile("clean", "1", options=frozenset({"rtnSafePrivOpt"}))
-    with pytest.raises(DeidError, match="rtnSafePrivOpt"):
-        Deidentifier(KEY, profile)
+def test_every_option_is_implemented_by_the_engine() -> None:
+    profile = Profile("clean", "1", options=frozenset({"rtnSafePrivOpt", "cleanGraphOpt"}))
+    engine = Deidentifier(KEY, profile)  # no longer refused (DeidError) as unimplemented
+    assert engine.planner.safe_private is not None and engine.planner.clean_graphics
+    assert [c.CodeValue for c in profile.method_codes()] == ["113100", "113103", "113111"]
 
 
 def test_parse_overrides_accepts_tags_and_keywords() -> None:

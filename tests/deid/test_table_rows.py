@@ -28,9 +28,16 @@ profile's options require for that row (PS3.15 E.3):
   recorded letter.
 * A sequence that is kept (``K``, ``D``, ``U``, a cleaned one) keeps its item,
   whose UID (Referenced SOP Instance UID, ``U``) is pseudonymized and whose
-  person name (Referring Physician's Name, ``Z``) is emptied.
+  person name (Referring Physician's Name, ``Z``) is emptied. Under Clean
+  Graphics that includes Graphic Annotation Sequence (``C``: entered with the
+  normal rules).
 * In the private sequence every profile removes the whole private block,
-  creator included: none of the shipped profiles selects Retain Safe Private.
+  creator included: none of the shipped profiles selects Retain Safe Private,
+  and under :data:`ALL_OPTIONS` the test creator ``MIDA TEST`` is not in the
+  safe-private dictionary.
+
+Besides the shipped profiles, :data:`ALL_OPTIONS` (the default profile plus
+Retain Safe Private and Clean Graphics) runs every row too.
 
 The five-level chain is made of Derivation Image Sequence (0008,9124), as in
 :func:`tests.deid.builders.deep_sequence`: it is not in Table E.1-1, so the
@@ -52,7 +59,7 @@ private attributes) and by the private placement here. Both counts are
 asserted, so neither list can grow silently.
 
 Datasets are built in memory (no files): all rows under all profiles run in
-about 25 s on two cores (5,553 cases).
+about 35 s on two cores (7,404 cases).
 """
 
 from __future__ import annotations
@@ -90,6 +97,15 @@ PATTERN_ROWS = [r.pattern for r in TABLE if not r.is_exact]
 
 PROFILES: dict[str, Profile] = {name: get_profile(name) for name in list_profiles()}
 PROFILES.update((n, p) for n, p in available_profiles(None).items() if n not in PROFILES)
+SHIPPED = sorted(PROFILES)
+ALL_OPTIONS = Profile(
+    name="test-all-options",
+    version="1",
+    options=get_profile("default").options | {Option.RETAIN_SAFE_PRIVATE, Option.CLEAN_GRAPHICS},
+    overrides=get_profile("default").overrides,
+)
+"""The default profile with the two options no shipped profile selects."""
+PROFILES[ALL_OPTIONS.name] = ALL_OPTIONS
 PLACEMENTS = ("top", "nested", "private")
 DEPTH = 5
 
@@ -118,7 +134,8 @@ def test_every_exact_row_is_built() -> None:
     assert PATTERN_ROWS == [
         "(50XX,XXXX)", "(60XX,4000)", "(60XX,3000)", "(GGGG,EEEE) WHERE GGGG IS ODD",
     ]  # fmt: skip
-    assert sorted(PROFILES) == ["basic", "default", "research-full-dates"]
+    assert SHIPPED == ["basic", "default", "research-full-dates"]
+    assert sorted(PROFILES) == [*SHIPPED, "test-all-options"]
 
 
 @pytest.fixture(scope="module")
@@ -382,6 +399,10 @@ def test_row_action(
             return
         if vr == "SQ" and Option.CLEAN_STRUCTURED_CONTENT in cleaners:
             out.check_items()
+            return
+        graphics = row.options.get(Option.CLEAN_GRAPHICS) is Action.CLEAN
+        if vr == "SQ" and graphics and Option.CLEAN_GRAPHICS in options:
+            out.check_items()  # Graphic Annotation Sequence: entered, normal rules
             return
         action = row.basic  # documented fallback: the Basic Profile action
     out.check(expected_letter(row, action, choices, out.label))

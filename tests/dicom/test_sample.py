@@ -27,6 +27,7 @@ from mida.dicom.sample import (
     PHI_CATEGORIES,
     PRIVATE_CREATOR,
     PRIVATE_GROUP,
+    VENDOR_PRIVATE,
     SampleManifest,
     generate,
     render_text,
@@ -234,7 +235,10 @@ def test_every_identifying_value_is_in_the_manifest(
     unlisted: set[str] = set()
     for ds in datasets.values():
         for _, elem in walk(ds):
-            private = elem.tag.is_private and not elem.tag.is_private_creator
+            private = (  # the planted block; VENDOR_PRIVATE holds no PHI
+                elem.tag.is_private and not elem.tag.is_private_creator
+                and elem.tag.group == PRIVATE_GROUP
+            )  # fmt: skip
             if elem.VR == "SQ" or not (private or elem.keyword in IDENTIFYING):
                 continue
             unlisted.update(v for v in values(elem) if v not in listed)
@@ -283,6 +287,16 @@ def test_phi_sits_three_sequences_deep(
         assert deep_standard  # e.g. OtherPatientIDs > Qualifiers > AssigningFacility
         request = ds.RequestAttributesSequence[0]
         assert str(request.RequestingPhysician) in listed
+
+
+def test_vendor_private_attributes(datasets: dict[str, Dataset]) -> None:
+    seen = set()
+    for ds in datasets.values():
+        for creator, group, byte, vr, value in VENDOR_PRIVATE.get(ds.Modality, ()):
+            elem = ds.private_block(group, creator)[byte]
+            assert (elem.VR, str(elem.value)) == (vr, value)
+            seen.add(ds.Modality)
+    assert seen == {"CT", "MR"}
 
 
 def test_private_block_and_private_sequence(datasets: dict[str, Dataset]) -> None:

@@ -20,9 +20,13 @@ from sqlalchemy import text
 
 from mida.catalog.models import Base
 from mida.cli import logs
+from mida.deid.safe_private import load_safe_private
+from mida.deid.verify import safe_listed_elements
 from mida.ingest import ingest_paths
 from mida.node import Node
 from tests.conftest import SHARED_DATA
+
+SAFE_CREATORS = load_safe_private().creators
 
 MIN_LEN = 4
 GENERIC = {"ANONYMOUS", "ANONYMIZED", "NONE", "UNKNOWN", "TEST", "YES", "NO", "MALE", "FEMALE"}
@@ -68,12 +72,18 @@ def _walk(ds: Dataset) -> list[str]:
     """Identifying strings in a dataset at every depth.
 
     A private value that merely repeats the file's own technical data (e.g. a
-    vendor copy of RescaleType) is not counted: it identifies no one.
+    vendor copy of RescaleType) is not counted: it identifies no one. Nor are
+    the values and creators of private attributes that the safe-private
+    dictionary lists: the default profile keeps them (Retain Safe Private) as
+    non-identifying by that dictionary's word. Names, IDs and dates planted in
+    them are still searched for, as they are collected from standard attributes.
     """
     out: list[str] = []
     technical: set[str] = set()
-    for elem in ds.iterall():
+    for elem, listed in safe_listed_elements(ds):
         try:
+            if listed or (elem.tag.is_private_creator and str(elem.value) in SAFE_CREATORS):
+                continue
             if elem.keyword in CLASS_UIDS or elem.VR == "CS" or elem.keyword in TECHNICAL_TEXT:
                 technical.add(str(elem.value))
             elif (not elem.tag.is_private and elem.VR in DESCRIPTOR_VRS

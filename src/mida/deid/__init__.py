@@ -12,8 +12,11 @@ structure:
   per-patient date shifts;
 * :mod:`~mida.deid.allowlist`: what survives although the table does not
   list it (safe by default: unlisted text is removed);
-* :mod:`~mida.deid.freetext`: the cleaning of descriptions and SR text
-  under the Clean Descriptors and Clean Structured Content options;
+* :mod:`~mida.deid.freetext`: the cleaning of descriptions, SR text and
+  graphic annotations under the Clean Descriptors, Clean Structured Content
+  and Clean Graphics options;
+* :mod:`~mida.deid.safe_private`: the versioned dictionary of private
+  attributes that the Retain Safe Private option keeps;
 * :mod:`~mida.deid.engine`: the walk over every element at every depth.
 
 Examples
@@ -47,6 +50,7 @@ from mida.deid.profile import (
     parse_overrides,
 )
 from mida.deid.pseudonyms import Pseudonymizer, patient_key, shift_da, shift_dt
+from mida.deid.safe_private import SafePrivateDictionary, load_safe_private
 from mida.deid.table import (
     OPTION_KEYS,
     TABLE_EDITION,
@@ -77,10 +81,12 @@ __all__ = [
     "Profile",
     "Pseudonymizer",
     "Rule",
+    "SafePrivateDictionary",
     "Span",
     "deidentify",
     "get_profile",
     "list_profiles",
+    "load_safe_private",
     "load_table",
     "parse_overrides",
     "patient_key",

@@ -9,9 +9,9 @@ strict)`` and cached, in this order:
 1. a profile override (``keep``, ``remove``, ``replace:<value>``);
 2. group length elements ``(gggg,0000)`` are removed (the file meta group
    length stays: the writer recomputes it);
-3. private elements (odd groups, creators included) are removed;
-   :meth:`~mida.deid.plan.Planner.private_plan` is the hook where the Retain
-   Safe Private option will plug in;
+3. private elements (odd groups, creators included) are removed, except
+   under Retain Safe Private those the safe-private dictionary lists (see
+   below); :meth:`~mida.deid.plan.Planner.private_plan` decides;
 4. the Table E.1-1 action under the profile's options
    (:mod:`mida.deid.table`);
 5. attributes absent from the table follow :mod:`mida.deid.allowlist`:
@@ -45,6 +45,19 @@ action, which retains less. A raw value that
 is kept must match its VR (``DS``, ``IS``, ``CS``, ``TM``... syntax, binary
 length a multiple of the item size), else the instance is quarantined.
 
+Under Clean Graphics (product decision: "overlays are removed under Clean
+Graphics") the ``C`` of Overlay Data and Overlay Comments removes the
+overlay groups ``60xx`` whole, as without the option, and the ``C`` of Curve
+Data removes the curve groups ``50xx`` whole: a bitmap or a curve cannot be
+cleaned of text. Graphic Annotation Sequence (``D`` without the option: kept,
+items filtered strictly, so its text goes) is kept with its items filtered by
+the normal rules: graphic objects (coordinates, types, units) stay, and the
+Unformatted Text Value (0070,0006) of each text object is cleaned with
+:class:`~mida.deid.freetext.FreeTextCleaner`, like Clean Descriptors text; a
+text object whose text is emptied (or cannot be decoded) is dropped as an
+item, and a Text Object Sequence left without items is removed. Other text in
+those items follows the normal rules.
+
 Patient's Name and Patient ID become the patient pseudonym
 (:meth:`~mida.deid.pseudonyms.Pseudonymizer.patient_id` of the original ID
 and issuer; without an ID, of the name and birth date); the date offset
@@ -53,6 +66,28 @@ becomes its pseudonym except UIDs under the DICOM root and the class-like
 UIDs of :data:`~mida.deid.allowlist.CLASS_UID_TAGS`. Repeating overlay groups
 ``60xx`` are removed whole when Overlay Data is removed, so no overlay is
 left without its data. A non-zero preamble is zeroed.
+
+Retain Safe Private
+-------------------
+A private element ``(gggg,xxee)`` means what the private creator of block
+``xx`` in the *same dataset* says, so its cached plan is only "private"; the
+engine collects the private elements of each dataset it walks (top level or
+item), reads the creators ``(gggg,0010-00FF)`` there, and looks each element up
+as ``(creator, gggg, ee)`` in :mod:`mida.deid.safe_private`, together with the
+path of sequences enclosing the dataset (a listing applies at the place the
+dictionary lists it, nowhere else). An unlisted element, or one listed with
+another VR, is removed; a listed one gets
+:meth:`~mida.deid.plan.Planner.safe_private_plan`: numbers and code strings
+kept after their syntax check (a value that fails it is removed rather than
+quarantined: the element is optional), UIDs pseudonymized, dates as the date
+options say, sequences kept with their items filtered by these same rules,
+text kept verbatim only under a clean option when the free-text cleaner finds
+nothing identifying in it, never rewritten. An element without a VR in the
+file (implicit VR, ``UN``, ``OB``) is read as the single VR the dictionary
+lists for it, else as opaque bytes: binary data stays, bytes that read as
+text are text. A creator stays iff an element of its block stays; every
+removed private element counts in :attr:`DeidReport.private_removed`. Only
+private elements pay for this: the plans of standard ones are unchanged.
 
 Combined actions
 ----------------
@@ -130,7 +165,9 @@ from mida.deid.elements import (
 )
 from mida.deid.freetext import FreeTextCleaner
 from mida.deid.plan import (
+    OPAQUE_VRS,
     SUPPORTED_OPTIONS,
+    TEXT_VRS,
     VALID_VRS,
     IodTypes,
     Op,
@@ -142,6 +179,7 @@ from mida.deid.plan import (
 from mida.deid.profile import Profile, get_profile
 from mida.deid.pseudonyms import Pseudonymizer, patient_key, shift_da, shift_dt
 from mida.deid.report import CombinedActionChoice, DeidReport, tag_str
+from mida.deid.safe_private import sequence_component
 from mida.deid.table import TABLE_EDITION, Option
 from mida.errors import MidaError, QuarantineError, QuarantineReason
 
@@ -176,6 +214,8 @@ _CONTENT_SEQUENCE = 0x0040A730
 _SR_PERSON_NAME = 0x0040A123
 _META_ENCODING: Encoding = (False, True)  # file meta is always explicit VR little endian
 _AS = re.compile(r"^(\d{1,3}) ?([DWMY])$")
+_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+"""Control bytes that text never holds (ESC, 1B, starts ISO 2022 escapes)."""
 _DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 
 
@@ -269,8 +309,8 @@ class _Run:
     """State of one :meth:`Deidentifier.apply` call."""
 
     __slots__ = (
-        "choices", "counts", "drop_item", "encoding", "encodings", "known", "offset", "private",
-        "pseudonym", "top_cache", "types", "unlisted",
+        "choices", "counts", "drop_item", "encoding", "encodings", "known", "offset", "path",
+        "private", "pseudonym", "top_cache", "types", "unlisted",
     )  # fmt: skip
 
     def __init__(
@@ -288,6 +328,7 @@ class _Run:
         self.drop_item = False  # set when the current sequence item cannot stay valid
         self.top_cache: PlanCache = {}
         self.types: IodTypes | None = None
+        self.path: tuple[str, ...] = ()  # enclosing sequences, tracked under Retain Safe Private
 
 
 class Deidentifier:
@@ -316,6 +357,7 @@ class Deidentifier:
         self.profile = profile
         self.pseudonymizer = Pseudonymizer(key)
         self.cleaner = FreeTextCleaner()
+        self._safe = self.planner.safe_private
         self._known_tags: tuple[BaseTag, ...] = _KNOWN_TAGS
         if Option.RETAIN_INSTITUTION_IDENTITY not in profile.options:
             self._known_tags += _INSTITUTION_TAGS
@@ -323,6 +365,9 @@ class Deidentifier:
             f"mida {__version__} profile {profile.name} {profile.version} "
             f"(PS3.15 {TABLE_EDITION})"
         )[:64]
+        self._methods: str | list[str] = self.method
+        if self._safe is not None:  # Retain Safe Private: which dictionary said "safe"
+            self._methods = [self.method, f"safe-private {self._safe.version}"[:64]]
         self._method_items = [
             [(0x00080100, "SH", c.CodeValue), (0x00080102, "SH", c.CodingSchemeDesignator),
              (0x00080104, "LO", c.CodeMeaning)]
@@ -375,7 +420,7 @@ class Deidentifier:
         source = ds.get_item(_SOP_INSTANCE_UID)
         uids = self._read(source, _SOP_INSTANCE_UID) if source is not None else []
         source_hash = pseudo.keyed_hash(uids[0]) if uids else ""
-        if self.planner.cleans:  # before any value is replaced
+        if self.planner.collects_known:  # before any value is replaced
             run.known = self._known(ds, encodings)
         sop_class = ds.get_item(_SOP_CLASS_UID)
         classes = self._read(sop_class, _SOP_CLASS_UID) if sop_class is not None else []
@@ -408,6 +453,7 @@ class Deidentifier:
             unlisted_removed=run.unlisted,
             dates_shifted=self.planner.shift_dates,
             source_uid_hash=source_hash,
+            safe_private_version=self._safe.version if self._safe is not None else "",
         )
 
     def _walk(self, ds: Dataset, run: _Run, *, strict: bool, top: bool) -> None:
@@ -419,6 +465,7 @@ class Deidentifier:
         counts = run.counts
         enc = run.encoding
         keep, remove = Op.KEEP, Op.REMOVE
+        pending: list[tuple[BaseTag, Element]] | None = None  # Retain Safe Private
         for tag, elem in snapshot(ds):
             vr = elem.VR
             key = (int(tag), vr, strict)
@@ -465,8 +512,164 @@ class Deidentifier:
                     put(ds, tag, "AS", [a for a in ages if a], elem, enc)
             elif op is Op.CLEAN:
                 self._clean(ds, tag, elem, plan, run)
+            elif op is Op.PRIVATE:  # decided once the block's creator is known
+                if pending is None:
+                    pending = []
+                pending.append((tag, elem))
             else:  # Op.BAD
                 raise _bad(tag, vr)
+        if pending is not None:
+            self._private(ds, pending, run, strict)
+
+    # -- Retain Safe Private -----------------------------------------------------
+
+    def _private(
+        self, ds: Dataset, pending: list[tuple[BaseTag, Element]], run: _Run, strict: bool
+    ) -> None:
+        """Keep the private elements of `ds` that the safe-private dictionary lists.
+
+        `pending` holds every private element of `ds` (counted ``X``). An
+        element ``(gggg,xxee)`` is looked up by the creator of block ``xx``
+        in this dataset; a creator stays iff an element of its block stays.
+        """
+        creators: dict[int, str] = {}
+        for tag, elem in pending:
+            element = tag & 0xFFFF
+            if 0x10 <= element <= 0xFF:
+                creators[(tag >> 16) << 8 | element] = read_string(elem, run.encodings)
+        kept: set[int] = set()
+        for tag, elem in pending:
+            element = tag & 0xFFFF
+            if element < 0x1000:
+                continue
+            block = (tag >> 16) << 8 | element >> 8
+            creator = creators.get(block)
+            if creator and self._keep_private(ds, tag, elem, creator, run, strict):
+                kept.add(block)
+            elif tag in ds._dict:  # a kept sequence whose items all went is gone already
+                drop(ds, tag)
+                run.private += 1
+            else:
+                run.private += 1
+        for tag, _ in pending:
+            element = tag & 0xFFFF
+            if element >= 0x1000:
+                continue
+            if 0x10 <= element <= 0xFF and (tag >> 16) << 8 | element in kept:
+                run.counts["X"] -= 1
+                run.counts["K"] += 1
+            else:  # an unused creator, or a reserved (gggg,0001-000F) (gggg,0100-0FFF)
+                drop(ds, tag)
+                run.private += 1
+
+    def _keep_private(
+        self, ds: Dataset, tag: BaseTag, elem: Element, creator: str, run: _Run, strict: bool
+    ) -> bool:
+        """Apply the plan of a private element if it is listed; whether it stays."""
+        safe = self._safe
+        assert safe is not None  # only Retain Safe Private plans Op.PRIVATE
+        group, byte = tag >> 16, tag & 0xFF
+        listed = safe.vrs(creator, group, byte, run.path)
+        if not listed:
+            return False
+        file_vr = elem.VR
+        if file_vr is None or file_vr in OPAQUE_VRS:  # the value is read as the listed VR
+            typed = listed - OPAQUE_VRS
+            vr = next(iter(typed)) if len(typed) == 1 else "UN"
+        elif file_vr in listed:
+            vr = file_vr
+        else:  # listed with another VR: another attribute, or a broken one
+            return False
+        plan = self.planner.safe_private_plan(vr, strict)
+        op = plan.op
+        rewritten = file_vr is not None and file_vr != vr  # explicit OB/UN read as `vr`
+        if op is Op.KEEP:
+            if plan.check is not None and type(elem) is RawDataElement:
+                try:
+                    self._check(elem, plan)
+                except QuarantineError:  # an optional value: dropped, not quarantined
+                    return False
+        elif op is Op.SAFE_TEXT:
+            if not self._safe_text(elem, plan, run):
+                return False
+        elif op is Op.RECURSE:
+            if file_vr is None and type(elem) is RawDataElement:  # implicit VR: parse items
+                ds._dict[tag] = elem._replace(VR="SQ")
+            elif file_vr != "SQ":
+                return False
+            try:  # items that cannot be parsed: the optional element goes, quietly
+                parsed = isinstance(ds[tag].value, Sequence)
+            except Exception:
+                parsed = False
+            if not parsed:
+                return False
+            self._recurse(ds, tag, "SQ", run, plan.strict, False,
+                          sequence_component(group, byte, creator))  # fmt: skip
+            if tag not in ds._dict:  # every item went
+                return False
+        elif op is Op.UID or op is Op.SHIFT:
+            if rewritten:
+                return False
+            try:
+                values = read_values(elem)
+            except (UnicodeError, ValueError, TypeError):
+                return False
+            if op is Op.UID:
+                put(ds, tag, "UI", [self.pseudonymizer.uid(v) for v in values], elem,
+                    run.encoding)  # fmt: skip
+            else:
+                shift = shift_da if vr == "DA" else shift_dt
+                shifted = shift("\\".join(values), run.offset)
+                if not shifted:
+                    return False
+                put(ds, tag, vr, shifted.split("\\"), elem, run.encoding)
+        else:  # Op.REMOVE
+            return False
+        run.counts["X"] -= 1
+        run.counts[plan.action] += 1
+        return True
+
+    def _safe_text(self, elem: Element, plan: Plan, run: _Run) -> bool:
+        """Whether a listed private text (or opaque) value may stay as it is.
+
+        Opaque bytes (``OB``, ``UN``) that do not read as text are binary
+        data and stay; text stays only when cleaning is on (``plan.strict``
+        is off) and the free-text cleaner finds nothing identifying in any
+        of its values.
+        """
+        value = elem.value
+        if not value:
+            return True
+        if isinstance(value, bytes):
+            data = value.rstrip(b"\x00 ")
+            if plan.vr not in TEXT_VRS and (not data or _NOT_TEXT.search(data)):
+                # binary, unless an identifying value of the instance is spelled in it
+                return not any(k in data for k in self._known_bytes(run))
+            if plan.strict:
+                return False
+            try:
+                text = decode_bytes(data, run.encodings, set())
+            except (UnicodeError, LookupError):
+                return False
+        elif plan.strict:
+            return False
+        else:
+            text = read_string(elem, run.encodings)
+        find = self.cleaner.find
+        return not any(find(v, known=run.known) for v in text.split("\\"))
+
+    @staticmethod
+    def _known_bytes(run: _Run) -> list[bytes]:
+        """The instance's identifying values as bytes (UTF-8, and each character set's)."""
+        out: set[bytes] = set()
+        parts = {p.strip() for v in run.known for p in re.split(r"[\^=]", v)}
+        for value in run.known | parts:
+            for codec in ("utf-8", *run.encodings):
+                try:
+                    out.add(value.encode(codec))
+                except (UnicodeError, LookupError):
+                    continue
+        return [b for b in out if len(b) >= 3]
 
     def _clean(self, ds: Dataset, tag: BaseTag, elem: Element, plan: Plan, run: _Run) -> None:
         """Clean a text value; one left empty gets the Basic Profile's plan."""
@@ -510,11 +713,16 @@ class Deidentifier:
 
     @staticmethod
     def _fallback(ds: Dataset, tag: BaseTag, elem: Element, basic: Plan, run: _Run) -> None:
-        """Apply the Basic Profile's plan to a value that cleaning left empty."""
+        """Apply the Basic Profile's plan to a value that cleaning left empty.
+
+        A graphic text object's fallback (:attr:`Op.DROP_ITEM`) drops its item.
+        """
         if basic.op is Op.SET:
             put(ds, tag, basic.vr, basic.value, elem, run.encoding)
         else:  # X (text rows resolve to X, Z or D)
             drop(ds, tag)
+            if basic.op is Op.DROP_ITEM:
+                run.drop_item = True
 
     def _known(self, ds: Dataset, encodings: list[str]) -> frozenset[str]:
         """The identifying values of `ds` that cleaned text must not repeat."""
@@ -561,8 +769,16 @@ class Deidentifier:
             raise _bad(tag, elem.VR) from None
 
     def _recurse(
-        self, ds: Dataset, tag: int, vr: str | None, run: _Run, strict: bool, top: bool
+        self,
+        ds: Dataset,
+        tag: int,
+        vr: str | None,
+        run: _Run,
+        strict: bool,
+        top: bool,
+        component: str | None = None,
     ) -> None:
+        """Filter the items of a sequence; `component` names a private one in paths."""
         raw = ds.get_item(tag)
         if type(raw) is RawDataElement and not raw.value:  # empty: nothing to parse
             return
@@ -574,13 +790,15 @@ class Deidentifier:
             return
         if not isinstance(seq, Sequence):
             raise _bad(tag, vr)
-        outer, dropped = run.drop_item, []
+        outer, dropped, path = run.drop_item, [], run.path
+        if self._safe is not None:  # private attributes are listed by where they are
+            run.path = (*path, component or sequence_component(tag >> 16, tag & 0xFFFF))
         for item in seq:
             run.drop_item = False
             self._walk(item, run, strict=strict, top=False)
             if run.drop_item:
                 dropped.append(item)
-        run.drop_item = outer
+        run.drop_item, run.path = outer, path
         if dropped:  # items left invalid go; so does a sequence left empty
             keep = [item for item in seq if all(item is not d for d in dropped)]
             if keep:
@@ -636,7 +854,7 @@ class Deidentifier:
             (_PATIENT_NAME, "PN", run.pseudonym),
             (_PATIENT_ID, "LO", run.pseudonym),
             (0x00120062, "CS", "YES"),
-            (0x00120063, "LO", self.method),
+            (0x00120063, "LO", self._methods),
             (0x00280303, "CS", self._temporal),
         ):
             put(ds, tag, vr, value, ds.get_item(tag), enc)

@@ -4,6 +4,28 @@
 caches it; :mod:`mida.deid.engine` only executes plans. The order of
 decisions, the treatment of each action and the resolution of combined
 actions are documented in :mod:`mida.deid.engine`.
+
+Two decisions cannot be made from the tag alone:
+
+* under Retain Safe Private a private element's meaning depends on the
+  private creator of its block in the same dataset, so its cached plan is
+  :attr:`Op.PRIVATE` ("decide per dataset"); the engine reads the creators
+  and asks :meth:`Planner.safe_private_plan` for the plan of each element the
+  safe-private dictionary (:mod:`mida.deid.safe_private`) lists;
+* under Clean Graphics the text of a Graphic Annotation text object
+  (Unformatted Text Value) is cleaned, and when cleaning leaves nothing its
+  fallback plan :attr:`Op.DROP_ITEM` removes the whole text object item.
+
+Examples
+--------
+>>> from mida.deid.profile import Profile
+>>> planner = Planner(Profile("p", "1", options=frozenset({"rtnSafePrivOpt"})))
+>>> planner.plan(0x00191010, "DS", False).op  # decided per dataset
+<Op.PRIVATE: 13>
+>>> planner.safe_private_plan("DS", False).op, planner.safe_private_plan("PN", False).op
+(<Op.KEEP: 0>, <Op.REMOVE: 1>)
+>>> Planner(Profile("p", "1")).plan(0x00191010, "DS", False).op
+<Op.REMOVE: 1>
 """
 
 from __future__ import annotations
@@ -27,6 +49,7 @@ from mida.deid.allowlist import (
 from mida.deid.iod import iod_name, iod_types
 from mida.deid.profile import Profile
 from mida.deid.report import CombinedActionChoice, tag_str
+from mida.deid.safe_private import SafePrivateDictionary, load_safe_private
 from mida.deid.table import Action, Option, Rule, load_table
 from mida.errors import DeidError
 
@@ -47,6 +70,9 @@ class Op(enum.IntEnum):
     CODE = 10  # keep code text when the item's coding scheme is a standard one
     BAD = 11  # a value that must be kept or read has an invalid VR
     CLEAN = 12  # free text cleaned (mida.deid.freetext); Plan.value is the fallback plan
+    PRIVATE = 13  # Retain Safe Private: decided per dataset, from the block's private creator
+    SAFE_TEXT = 14  # safe private text (or opaque bytes): kept only if nothing identifying
+    DROP_ITEM = 15  # fallback of a cleaned text object: the element and its item go
 
 
 PATIENT_NAME = 0x00100010
@@ -73,6 +99,11 @@ TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
 """Text VRs that the clean options clean (PN, dates and codes are never cleaned)."""
 SR_TEXT_TAGS = frozenset({0x0040A160})
 """SR content text outside Table E.1-1 cleaned under Clean Structured Content: Text Value."""
+GRAPHIC_TEXT_TAGS = frozenset({0x00700006})
+"""Graphic annotation text outside Table E.1-1 cleaned under Clean Graphics: Unformatted
+Text Value of a Text Object Sequence item."""
+OPAQUE_VRS = frozenset({"OB", "UN"})
+"""VRs that say nothing of a value: a private element's listed VR interprets it."""
 
 BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 BINARY_DUMMY = b"\x00" * 8  # a whole number of items for every binary VR
@@ -92,6 +123,7 @@ _SYNTAX: Mapping[str, re.Pattern[bytes]] = {
 }
 SUPPORTED_OPTIONS: frozenset[str] = frozenset(
     {
+        Option.RETAIN_SAFE_PRIVATE,
         Option.RETAIN_UIDS,
         Option.RETAIN_DEVICE_IDENTITY,
         Option.RETAIN_INSTITUTION_IDENTITY,
@@ -100,9 +132,12 @@ SUPPORTED_OPTIONS: frozenset[str] = frozenset(
         Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
         Option.CLEAN_DESCRIPTORS,
         Option.CLEAN_STRUCTURED_CONTENT,
+        Option.CLEAN_GRAPHICS,
     }
 )
-"""Options this version implements (Retain Safe Private and Clean Graphics come later)."""
+"""Options this version implements: all those of PS3.15 E.3 but Clean Pixel Data and
+Clean Recognizable Visual Features, which are not Table E.1-1 columns (see
+:mod:`mida.deid.pixels`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +163,13 @@ class Plan:
     action
         The action letter counted in the report (``D Z X K C U``).
     vr
-        VR of a written element.
+        VR of a written element (of the element, for :attr:`Op.PRIVATE` and
+        :attr:`Op.SAFE_TEXT`).
     value
         Value written by :attr:`Op.SET`.
     strict
-        For :attr:`Op.RECURSE`: filter the items without the text allow-list.
+        For :attr:`Op.RECURSE`: filter the items without the text allow-list;
+        for :attr:`Op.SAFE_TEXT`: no text is kept.
     check
         For :attr:`Op.KEEP` of a raw value: a syntax the bytes must match,
         or the item size their length must be a multiple of.
@@ -301,7 +338,16 @@ class Planner:
         cleans = {Option.CLEAN_DESCRIPTORS, Option.CLEAN_STRUCTURED_CONTENT} & options
         self.clean_sr_text = Option.CLEAN_STRUCTURED_CONTENT in options
         self.cleans = bool(cleans)
-        """Whether any element may be cleaned: the engine then collects known values."""
+        """Whether descriptors or structured content are cleaned (and safe private text kept)."""
+        self.clean_graphics = Option.CLEAN_GRAPHICS in options
+        self.safe_private: SafePrivateDictionary | None = (
+            load_safe_private() if Option.RETAIN_SAFE_PRIVATE in options else None
+        )
+        """The safe-private dictionary under Retain Safe Private, else None."""
+        self.collects_known = self.cleans or self.clean_graphics or self.safe_private is not None
+        """Whether text may be cleaned or private values kept: the engine then collects
+        the identifying values of each instance, which no kept value may repeat."""
+        self._safe_plans: dict[tuple[str, bool], Plan] = {}
         # Rows whose C comes from a clean option (not from a date option).
         self._cleaned = frozenset(
             r for r in self.table if any(r.options.get(o) is Action.CLEAN for o in cleans)
@@ -315,9 +361,19 @@ class Planner:
             for r in self._cleaned
             if self.clean_sr_text and r.options.get(Option.CLEAN_STRUCTURED_CONTENT) is Action.CLEAN
         )
+        # Rows whose C comes from Clean Graphics: Curve Data, Overlay Data and
+        # Comments are removed whole; Graphic Annotation Sequence is entered.
+        self._graphics = frozenset(
+            r
+            for r in self.table
+            if self.clean_graphics and r.options.get(Option.CLEAN_GRAPHICS) is Action.CLEAN
+        )
         self._actions: dict[Rule, Action] = {r: r.action_for(options) for r in self.table}
         overlay = self.table.lookup(OVERLAY_DATA)
-        self._drop_overlays = overlay is not None and self._actions[overlay] is Action.REMOVE
+        self._drop_overlays = overlay is not None and self._actions[overlay] in (
+            Action.REMOVE,
+            Action.CLEAN,  # Clean Graphics: overlays go whole (they may hold burned-in text)
+        )
         self.cache: PlanCache = {}
         """Plans of nested elements, and of top-level ones of an unknown IOD."""
         self._iod_caches: dict[str, PlanCache] = {}
@@ -350,6 +406,8 @@ class Planner:
             plan = self._decide(tag, dictionary_vr_or_un(tag), strict, types)
             if plan.op in (Op.REMOVE, Op.SET, Op.EMPTY_SEQUENCE):
                 return plan
+            if plan.op is Op.PRIVATE:  # a private value that cannot be read is not kept
+                return Plan(Op.REMOVE, "X", private=True)
             return Plan(Op.BAD, plan.action)
         return self._decide(tag, vr, strict, types)
 
@@ -383,6 +441,10 @@ class Planner:
             if vr in ("DA", "DT", "TM") and self.shift_dates:
                 # whole-day shifts leave times of day unchanged
                 return keep_plan(vr, "C") if vr == "TM" else Plan(Op.SHIFT, "C", vr)
+            if rule in self._graphics:
+                if vr == "SQ":  # Graphic Annotation: items entered, their text cleaned
+                    return Plan(Op.RECURSE, "C", vr, strict=strict)
+                return Plan(Op.REMOVE, "X")  # curves and overlays go whole
             if rule in self._cleaned:
                 if vr == "SQ" and rule in self._cleaned_sequences:
                     # items filtered by the same rules; their text cleaned
@@ -408,12 +470,75 @@ class Planner:
         return self._action_plan(tag, vr, action, strict, None)
 
     def private_plan(self, tag: int, vr: str) -> Plan:
-        """Decide a private element: removed, private creators included.
+        """Decide a private element by its tag: removed, private creators included.
 
-        This is the hook for the Retain Safe Private option: a later version
-        consults a safe-private allow list (creator, element, VR) here.
+        Under Retain Safe Private the decision needs the block's private
+        creator, which only the dataset holds: the plan is then
+        :attr:`Op.PRIVATE` (counted ``X`` until the engine keeps the element),
+        and the engine decides each element with :meth:`safe_private_plan`.
         """
+        if self.safe_private is not None:
+            return Plan(Op.PRIVATE, "X", vr, private=True)
         return Plan(Op.REMOVE, "X", private=True)
+
+    def safe_private_plan(self, vr: str, strict: bool) -> Plan:
+        """The plan of a private element that the safe-private dictionary lists.
+
+        `vr` is the VR the value is read as: the file's, or for an element
+        without one (implicit VR, ``UN``, ``OB``) the single VR the dictionary
+        lists for it (``UN`` when it lists none or several). Listed values are
+        treated like standard attributes outside Table E.1-1, except for text:
+
+        * numbers and code strings (``US``... ``DS IS CS``) are kept after the
+          syntax or size check of their VR; other binary data is kept;
+        * ``UI`` values are pseudonymized (kept under Retain UIDs); ``DA DT``
+          shifted, kept or removed and ``TM`` kept or removed as the date
+          options say;
+        * a sequence is kept and its items are filtered by the same rules;
+        * text (``LO SH ST LT UT UC``, and ``OB``/``UN`` bytes that read as
+          text) is kept only under Clean Descriptors or Clean Structured
+          Content, outside strict sequences, when the free-text cleaner finds
+          nothing identifying in it: it is kept verbatim or removed, never
+          rewritten (:attr:`Op.SAFE_TEXT`);
+        * ``PN``, ``AE``, ``AS``, ``UR`` are removed: a person, a device, a
+          free address.
+
+        Examples
+        --------
+        >>> from mida.deid.profile import Profile
+        >>> planner = Planner(Profile("p", "1", options=frozenset({"rtnSafePrivOpt"})))
+        >>> [planner.safe_private_plan(vr, False).op.name for vr in ("FL", "UI", "LO", "DA")]
+        ['KEEP', 'UID', 'REMOVE', 'REMOVE']
+        """
+        key = (vr, strict)
+        plan = self._safe_plans.get(key)
+        if plan is None:
+            plan = self._safe_plans[key] = self._safe_private_plan(vr, strict)
+        return plan
+
+    def _safe_private_plan(self, vr: str, strict: bool) -> Plan:
+        removed = Plan(Op.REMOVE, "X", private=True)
+        if vr == "SQ":
+            return Plan(Op.RECURSE, "K", vr, strict=strict)
+        if vr == "UI":
+            return keep_plan(vr) if self.keep_uids else Plan(Op.UID, "U", vr)
+        if vr in NUMERIC_VRS or vr in STRING_NUMERIC_VRS:
+            return keep_plan(vr)
+        if vr in ("DA", "DT"):
+            if self.shift_dates:
+                return Plan(Op.SHIFT, "C", vr)
+            return keep_plan(vr) if self.full_dates else removed
+        if vr == "TM":
+            return keep_plan(vr) if self.shift_dates or self.full_dates else removed
+        if vr in TEXT_VRS:
+            if strict or not self.cleans:
+                return removed
+            return Plan(Op.SAFE_TEXT, "K", vr, strict=strict)
+        if vr in OPAQUE_VRS:  # binary kept, text checked (by the engine)
+            return Plan(Op.SAFE_TEXT, "K", vr, strict=strict or not self.cleans)
+        if vr in BINARY_VRS:
+            return keep_plan(vr)
+        return removed
 
     def _action_plan(
         self,
@@ -467,6 +592,9 @@ class Planner:
             return Plan(Op.CODE, "K", vr, strict=strict)
         if self.clean_sr_text and tag in SR_TEXT_TAGS and vr in TEXT_VRS:
             return Plan(Op.CLEAN, "C", vr, Plan(Op.REMOVE, "X", unlisted=True))
+        if self.clean_graphics and tag in GRAPHIC_TEXT_TAGS and vr in TEXT_VRS and not strict:
+            # a text object left without text is invalid: its item goes
+            return Plan(Op.CLEAN, "C", vr, Plan(Op.DROP_ITEM, "X", unlisted=True))
         if keep_unlisted(tag, vr, strict=strict):
             return keep_plan(vr)
         return Plan(Op.REMOVE, "X", unlisted=True)
@@ -500,6 +628,8 @@ class Planner:
 
 __all__ = [
     "DUMMIES",
+    "GRAPHIC_TEXT_TAGS",
+    "OPAQUE_VRS",
     "SR_TEXT_TAGS",
     "SUPPORTED_OPTIONS",
     "TEXT_DUMMY",

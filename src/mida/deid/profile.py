@@ -9,10 +9,12 @@ built in:
     The Basic Profile alone: every date, time, name and identifier in
     Table E.1-1 is removed, emptied or replaced.
 ``default``
-    Basic Profile + Retain Longitudinal Temporal Information with Modified
-    Dates (dates shifted by a per-patient offset) + Retain Patient
-    Characteristics (sex, age capped at 90 years, size, weight...) + Clean
-    Descriptors + Clean Structured Content (descriptions, comments and SR
+    Basic Profile + Retain Safe Private (private attributes that the
+    safe-private dictionary lists: :mod:`mida.deid.safe_private`) + Retain
+    Longitudinal Temporal Information with Modified Dates (dates shifted by a
+    per-patient offset) + Retain Patient Characteristics (sex, age capped at
+    90 years, size, weight...) + Clean Descriptors + Clean Structured Content
+    + Clean Graphics (descriptions, comments, SR text and graphic annotation
     text keep their clinical words, lose names, IDs, dates, phone numbers and
     addresses: :mod:`mida.deid.freetext`). This is what AI training usually
     needs.
@@ -22,10 +24,11 @@ Examples
 >>> list_profiles()
 ['basic', 'default', 'research-full-dates']
 >>> p = get_profile("default")
->>> sorted(p.options)
-['cleanDescOpt', 'cleanStructContOpt', 'rtnLongModifDatesOpt', 'rtnPatCharsOpt']
+>>> sorted(p.options)  # doctest: +NORMALIZE_WHITESPACE
+['cleanDescOpt', 'cleanGraphOpt', 'cleanStructContOpt', 'rtnLongModifDatesOpt',
+ 'rtnPatCharsOpt', 'rtnSafePrivOpt']
 >>> [c.CodeValue for c in p.method_codes()]
-['113100', '113104', '113105', '113107', '113108']
+['113100', '113103', '113104', '113105', '113107', '113108', '113111']
 """
 
 from __future__ import annotations
@@ -164,22 +167,24 @@ _BUILTIN: Mapping[str, Profile] = MappingProxyType(
         ),
         "default": Profile(
             name="default",
-            version="2",
+            version="3",
             options=frozenset(
                 {
+                    Option.RETAIN_SAFE_PRIVATE,
                     Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
                     Option.RETAIN_PATIENT_CHARACTERISTICS,
                     Option.CLEAN_DESCRIPTORS,
                     Option.CLEAN_STRUCTURED_CONTENT,
+                    Option.CLEAN_GRAPHICS,
                 }
             ),
             # Occupation is C under Clean Descriptors, but a rare occupation
             # identifies a person and no cleaning can tell which: removed.
             overrides={0x00102180: "remove"},
             description=(
-                "Basic Profile + Retain Longitudinal Temporal Information with Modified "
-                "Dates + Retain Patient Characteristics + Clean Descriptors + Clean "
-                "Structured Content"
+                "Basic Profile + Retain Safe Private + Retain Longitudinal Temporal "
+                "Information with Modified Dates + Retain Patient Characteristics + Clean "
+                "Descriptors + Clean Structured Content + Clean Graphics"
             ),
         ),
     }

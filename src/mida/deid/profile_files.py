@@ -24,8 +24,9 @@ Examples
 >>> profiles = available_profiles(None)
 >>> sorted(profiles)
 ['basic', 'default', 'research-full-dates']
->>> sorted(profiles["research-full-dates"].options)
-['cleanDescOpt', 'cleanStructContOpt', 'rtnLongFullDatesOpt', 'rtnPatCharsOpt']
+>>> sorted(profiles["research-full-dates"].options)  # doctest: +NORMALIZE_WHITESPACE
+['cleanDescOpt', 'cleanGraphOpt', 'cleanStructContOpt', 'rtnLongFullDatesOpt',
+ 'rtnPatCharsOpt', 'rtnSafePrivOpt']
 >>> option_key("retain-patient-characteristics")
 'rtnPatCharsOpt'
 """

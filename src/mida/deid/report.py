@@ -82,6 +82,9 @@ class DeidReport:
         :meth:`~mida.deid.pseudonyms.Pseudonymizer.keyed_hash` of the
         original SOP Instance UID (empty when absent): lets the node
         recognise a re-sent original without storing it.
+    safe_private_version
+        Version of the safe-private dictionary under Retain Safe Private
+        (also the second value of De-identification Method); else empty.
     """
 
     profile_name: str
@@ -95,6 +98,7 @@ class DeidReport:
     unlisted_removed: int = 0
     dates_shifted: bool = False
     source_uid_hash: str = ""
+    safe_private_version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict; choice tags are written ``"(gggg,eeee)"``."""

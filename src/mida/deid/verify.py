@@ -9,7 +9,11 @@ the profile meant to do, it looks for what the originals contained.
    full dates (``DA`` and the date part of ``DT``), addresses, telephone
    numbers, institution and device identity, every instance UID that is not
    under the DICOM root or a class-like UID, and private text values that do
-   not merely repeat the file's own technical data.
+   not merely repeat the file's own technical data. Values of private
+   attributes that the safe-private dictionary (:mod:`mida.deid.safe_private`)
+   lists count as technical data, as standard non-identifying values do: the
+   dictionary is the knowledge that they identify no one, and Retain Safe
+   Private keeps them. Names, IDs and dates written into them are still found.
 2. :func:`find_leaks` searches an *output* for them, element by element at
    every depth (private attributes and file meta included) after decoding in
    the dataset's character set, and in the raw bytes of the whole file (the
@@ -72,6 +76,7 @@ from pydicom.valuerep import PersonName
 
 from mida.deid.allowlist import CLASS_UID_TAGS
 from mida.deid.freetext import FreeTextCleaner
+from mida.deid.safe_private import load_safe_private, sequence_component
 from mida.errors import DeidError
 
 MIN_LEN = 4
@@ -263,6 +268,48 @@ def _elements(ds: Dataset, path: str = "") -> Iterator[tuple[str, DataElement]]:
                 yield from _elements(item, f"{here}[{i}]>")
 
 
+def safe_listed_elements(
+    ds: Dataset, path: tuple[str, ...] = ()
+) -> Iterator[tuple[DataElement, bool]]:
+    """Every element at every depth, each with whether the safe-private dictionary lists it.
+
+    A private element ``(gggg,xxee)`` is listed when ``(creator of block xx in
+    the same dataset, gggg, ee)`` is in :mod:`mida.deid.safe_private` at the
+    element's path of enclosing sequences, with the element's VR (or the file
+    gives no VR).
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and not path:
+        yield from safe_listed_elements(meta, ("meta",))
+    safe = load_safe_private()
+    creators: dict[int, str] = {}
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception:  # undecodable: the raw byte search still sees it
+            continue
+        t = int(tag)
+        group, element = t >> 16, t & 0xFFFF
+        listed = False
+        creator: str | None = None
+        if group % 2 and 0x10 <= element <= 0xFF:
+            creators[group << 8 | element] = str(elem.value or "").strip()
+        elif group % 2 and element >= 0x1000:
+            creator = creators.get(group << 8 | element >> 8)
+            if creator:
+                vrs = safe.vrs(creator, group, element & 0xFF, path)
+                listed = bool(vrs) and (elem.VR in vrs or elem.VR in ("UN", "OB"))
+        yield elem, listed
+        if elem.VR == "SQ" and elem.value is not None:
+            component = (
+                sequence_component(group, element & 0xFF, creator)
+                if creator
+                else sequence_component(group, element)
+            )
+            for item in elem.value:
+                yield from safe_listed_elements(item, (*path, component))
+
+
 def _strings(value: Any) -> list[str]:
     if value is None:
         return []
@@ -310,13 +357,20 @@ def collect_identifiers(ds: Dataset) -> Identifiers:
     private: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _, elem in _elements(ds):
+        for elem, listed in safe_listed_elements(ds):
             tag, vr, kw = int(elem.tag), elem.VR, elem.keyword
             try:
                 if vr == "SQ" or tag in _PIXEL_TAGS:
                     continue
                 if elem.tag.is_private:
-                    if not elem.tag.is_private_creator and vr in _TEXT_VRS | {"UN"}:
+                    if elem.tag.is_private_creator or vr not in _TEXT_VRS | {"UN", "CS"}:
+                        continue
+                    if listed:
+                        # Safe by the safe-private dictionary (Retain Safe Private):
+                        # technical, like a standard non-identifying value. Names,
+                        # IDs and dates planted in it are still searched for.
+                        technical.update(_private_strings(elem))
+                    elif vr != "CS":
                         private += _private_strings(elem)
                     continue
                 if vr == "PN":

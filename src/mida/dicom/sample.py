@@ -6,7 +6,8 @@ MR study and a CR chest radiograph, plus an ultrasound image with the name,
 ID and date burned into the pixels for every third patient (0, 3, ...). The
 identifying values sit where hospital systems put them: the Patient and Study
 modules, free-text comments with Minguo (民國) dates, sequences nested three
-deep, and a private block with a private sequence. Every planted string is
+deep, and a private block with a private sequence (next to vendor private
+attributes without PHI, :data:`VENDOR_PRIVATE`). Every planted string is
 listed in the returned :class:`SampleManifest` (also written as
 ``phi_manifest.json``), so a de-identifier's output can be scanned for leaks.
 
@@ -60,6 +61,17 @@ PRIVATE_CREATOR = "MIDA SAMPLE HOSPITAL PACS"
 """Private creator of the block planted in group ``0x0029``."""
 
 PRIVATE_GROUP = 0x0029
+
+VENDOR_PRIVATE: dict[str, tuple[tuple[str, int, int, str, str], ...]] = {
+    "CT": (
+        ("GEMS_ACQU_01", 0x0019, 0x23, "DS", "39.375"),  # Table Speed [mm/rotation]
+        ("GEMS_ACQU_01", 0x0019, 0x27, "DS", "0.5"),  # Rotation Speed (Gantry Period)
+    ),
+    "MR": (("SIEMENS MR HEADER", 0x0019, 0x0C, "IS", "1000"),),  # B Value
+}
+"""Vendor private attributes with research value, no PHI: ``(creator, group, element
+byte, VR, value)`` per modality. The safe-private dictionary lists them, so Retain
+Safe Private keeps them."""
 
 US_ROWS, US_COLUMNS = 480, 640
 
@@ -850,6 +862,8 @@ class _Writer:
             t = (start + dt.timedelta(seconds=2 * k)).strftime("%H%M%S")
             self._instance(ds, st, sop_uids[k], k + 1, t, comment)
             self._private(ds, st.patient, st)
+            for creator, group, byte, vr, value in VENDOR_PRIVATE.get(st.modality, ()):
+                ds.private_block(group, creator, create=True).add_new(byte, vr, value)
             rel = f"{folder}/1/{k + 1:04d}.dcm"
             if cross_section:
                 self._cross_section(ds, st.modality, pixels[k], z0, k, frame_uid)
@@ -1133,6 +1147,7 @@ __all__ = [
     "PHI_CATEGORIES",
     "PRIVATE_CREATOR",
     "PRIVATE_GROUP",
+    "VENDOR_PRIVATE",
     "BurnedInText",
     "SampleManifest",
     "SampleStudy",
