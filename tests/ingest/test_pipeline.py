@@ -86,6 +86,31 @@ def test_same_instance_in_two_transfer_syntaxes_is_stored_once(node: Node, tmp_p
     assert (s.stored, s.duplicates) == (1, 1)
 
 
+def test_a_stored_instance_sent_again_is_not_cleaned_again(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A known instance is a duplicate before de-identification: no second OCR of its frames."""
+    from mida.deid.pixels import PixelCleaner
+
+    cleaned: list[str] = []
+
+    def fake_clean(self: PixelCleaner, ds: pydicom.Dataset, facts: object) -> None:
+        cleaned.append(str(ds.SOPInstanceUID))  # a pseudonym: de-identified first
+
+    monkeypatch.setattr(PixelCleaner, "clean", fake_clean)
+    ds = make_dataset(Modality="US")
+    write(tmp_path / "a" / "explicit.dcm", ds)
+    assert ingest_paths(node, [tmp_path / "a"], "c", workers=1).stored == 1
+    ds2 = make_dataset(Modality="US", SOPInstanceUID=ds.SOPInstanceUID,
+                       StudyInstanceUID=ds.StudyInstanceUID,
+                       SeriesInstanceUID=ds.SeriesInstanceUID)  # fmt: skip
+    ds2.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    write(tmp_path / "b" / "implicit.dcm", ds2)
+    s = ingest_paths(node, [tmp_path / "b"], "c", workers=1)
+    assert (s.stored, s.duplicates) == (0, 1)
+    assert len(cleaned) == 1 and cleaned[0] != ds.SOPInstanceUID
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_inputs_are_quarantined_with_reasons(node: Node, tmp_path: Path,
                                                  workers: int) -> None:

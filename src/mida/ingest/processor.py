@@ -43,6 +43,9 @@ from mida.storage.quarantine import QuarantineArea
 log = logging.getLogger(__name__)
 
 
+_SOP_INSTANCE_UID = 0x00080018
+
+
 def quiet_pydicom() -> None:
     """Keep pydicom from echoing values of identified files.
 
@@ -313,6 +316,22 @@ class InstanceProcessor:
     def _known_instance(self, sop_uid: str) -> bool:
         return self._exists(self._INSTANCE, sop_uid)
 
+    def _output_uid(self, ds: Dataset) -> str | None:
+        """The SOP Instance UID that de-identification will write, if it can be told now.
+
+        The keyed pseudonym of the original (the original under Retain UIDs);
+        None when the value cannot be read or a profile override decides it.
+        """
+        if _SOP_INSTANCE_UID in self.profile.overrides:
+            return None
+        try:
+            uid = str(ds.SOPInstanceUID).strip("\x00 ")
+        except Exception:  # unreadable here: make_safe gives the precise error
+            return None
+        if not uid:
+            return None
+        return uid if self.deid.planner.keep_uids else self.pseudo.uid(uid)
+
     # -- work ---------------------------------------------------------------
     def process(self, data: bytes, source: Source) -> Outcome:
         """Process one input; never raises for a bad input (it is quarantined)."""
@@ -356,6 +375,11 @@ class InstanceProcessor:
         parse.validate(ds, quarantine_documents=self.settings.quarantine_encapsulated_documents)
         ensure_file_meta(ds)
         identifiers = self._identifiers(ds) if self.vault_key is not None else None
+        predicted = self._output_uid(ds)
+        if predicted is not None and self._known_instance(predicted):
+            # The same instance is stored already (e.g. sent again in another transfer
+            # syntax): skip the de-identification and the OCR of its every frame.
+            return Outcome("duplicate", **base)
         report, _ = make_safe(ds, self.deid, self.pixels, self.settings)
         original_uid_hash = report.source_uid_hash
         sop_uid = str(ds.SOPInstanceUID)
