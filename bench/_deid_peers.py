@@ -350,7 +350,9 @@ def _one(item: tuple[int, str]) -> str | None:
             ds = replace_identifiers([name], ids=ids)[0]
             ds.save_as(out)
     except Exception as exc:  # reported, the run goes on
-        return f"{Path(name).name}: {type(exc).__name__}: {exc}"[:300]
+        # First line only: pydicom puts a traceback (local paths) into some messages.
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{Path(name).name}: {type(exc).__name__}: {first}"[:300]
     return None
 
 

@@ -15,7 +15,15 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
+from mida.deid import Profile, get_profile
+
 KEY = b"mida-test-key-0123456789abcdef!!"
+
+
+def default_without(option: str, name: str) -> Profile:
+    """The default research profile less `option`: the "without the option" baseline."""
+    base = get_profile("default")
+    return Profile(name, "1", options=base.options - {option}, overrides=base.overrides)
 OTHER_KEY = b"another-test-key-0123456789abcd!"
 
 ROOT = "1.2.826.0.1.3680043.8.498."  # a registered root of test UIDs

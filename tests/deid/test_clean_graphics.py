@@ -16,22 +16,10 @@ from pydicom.dataset import Dataset
 
 from mida.deid import Deidentifier, Option, Profile, get_profile
 
-from .builders import KEY, ct_dataset, output_bytes, reread
+from .builders import KEY, ct_dataset, default_without, output_bytes, reread
 
-# The default research profile applies Clean Graphics; "without the option" is that
-# profile less Clean Graphics.
-DEFAULT = Profile(
-    "default-no-graphics",
-    "1",
-    options=get_profile("default").options - {Option.CLEAN_GRAPHICS},
-    overrides=get_profile("default").overrides,
-)
-GRAPHICS = Profile(
-    "clean-graphics",
-    "1",
-    options=DEFAULT.options | {Option.CLEAN_GRAPHICS},
-    overrides=DEFAULT.overrides,
-)
+DEFAULT = default_without(Option.CLEAN_GRAPHICS, "default-no-graphics")
+GRAPHICS = get_profile("default")  # the default research profile applies Clean Graphics
 BASIC_GRAPHICS = Profile("basic-graphics", "1", options=frozenset({Option.CLEAN_GRAPHICS}))
 KEPT = "arrow: lesion 2 cm"
 NAMES = ("Chen Mei-Ling", "WATSON^JOHN")

@@ -35,22 +35,10 @@ from mida.deid import (
 from mida.deid.plan import VALID_VRS
 from tests.conftest import REPO, shared
 
-from .builders import KEY, PLANTED, ct_dataset, output_bytes, reread, uid
+from .builders import KEY, PLANTED, ct_dataset, default_without, output_bytes, reread, uid
 
-# The default research profile applies Retain Safe Private; "without the option" is
-# that profile less Retain Safe Private.
-DEFAULT = Profile(
-    "default-no-safe-private",
-    "1",
-    options=get_profile("default").options - {Option.RETAIN_SAFE_PRIVATE},
-    overrides=get_profile("default").overrides,
-)
-SAFE = Profile(
-    "safe-private",
-    "1",
-    options=DEFAULT.options | {Option.RETAIN_SAFE_PRIVATE},
-    overrides=DEFAULT.overrides,
-)
+DEFAULT = default_without(Option.RETAIN_SAFE_PRIVATE, "default-no-safe-private")
+SAFE = get_profile("default")  # the default research profile applies Retain Safe Private
 BASIC_SAFE = Profile("basic-safe-private", "1", options=frozenset({Option.RETAIN_SAFE_PRIVATE}))
 
 # (group, block the file uses, creator, element byte, VR, value) of listed attributes

@@ -309,7 +309,8 @@ class _Run:
     """State of one :meth:`Deidentifier.apply` call."""
 
     __slots__ = (
-        "choices", "counts", "drop_item", "encoding", "encodings", "known", "offset", "path",
+        "choices", "counts", "drop_item", "encoding", "encodings", "known", "known_bytes",
+        "offset", "path",
         "private", "pseudonym", "top_cache", "types", "unlisted",
     )  # fmt: skip
 
@@ -329,6 +330,7 @@ class _Run:
         self.top_cache: PlanCache = {}
         self.types: IodTypes | None = None
         self.path: tuple[str, ...] = ()  # enclosing sequences, tracked under Retain Safe Private
+        self.known_bytes: list[bytes] | None = None  # computed once, when first needed
 
 
 class Deidentifier:
@@ -661,6 +663,8 @@ class Deidentifier:
     @staticmethod
     def _known_bytes(run: _Run) -> list[bytes]:
         """The instance's identifying values as bytes (UTF-8, and each character set's)."""
+        if run.known_bytes is not None:
+            return run.known_bytes
         out: set[bytes] = set()
         parts = {p.strip() for v in run.known for p in re.split(r"[\^=]", v)}
         for value in run.known | parts:
@@ -669,7 +673,8 @@ class Deidentifier:
                     out.add(value.encode(codec))
                 except (UnicodeError, LookupError):
                     continue
-        return [b for b in out if len(b) >= 3]
+        run.known_bytes = [b for b in out if len(b) >= 3]
+        return run.known_bytes
 
     def _clean(self, ds: Dataset, tag: BaseTag, elem: Element, plan: Plan, run: _Run) -> None:
         """Clean a text value; one left empty gets the Basic Profile's plan."""

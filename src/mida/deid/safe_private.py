@@ -37,13 +37,12 @@ frozenset()
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+from mida.deid.table import read_packaged_json
 from mida.errors import DeidError
 
 SAFE_PRIVATE_FILE = "safe_private.json"
@@ -152,13 +151,7 @@ def load_safe_private() -> SafePrivateDictionary:
     DeidError
         If the shipped file is missing or malformed (a broken install).
     """
-    try:
-        text = resources.files("mida.deid").joinpath("data", SAFE_PRIVATE_FILE).read_text("utf-8")
-        doc = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise DeidError(
-            f"cannot read the safe-private dictionary {SAFE_PRIVATE_FILE}: {exc}; reinstall mida"
-        ) from None
+    doc = read_packaged_json(SAFE_PRIVATE_FILE, "the safe-private dictionary")
     try:
         return parse_safe_private(doc)
     except (KeyError, TypeError, ValueError) as exc:

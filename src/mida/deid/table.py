@@ -264,6 +264,21 @@ def _rule_from_row(row: Mapping[str, Any]) -> Rule:
     return Rule(pattern, name, value, mask, basic, MappingProxyType(options), std)
 
 
+def read_packaged_json(filename: str, what: str) -> Any:
+    """Decode a JSON data file shipped in ``mida/deid/data``.
+
+    Raises
+    ------
+    DeidError
+        If the file is missing or not JSON (a broken install); `what` names it.
+    """
+    try:
+        text = resources.files("mida.deid").joinpath("data", filename).read_text("utf-8")
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise DeidError(f"cannot read {what} {filename}: {exc}; reinstall mida") from None
+
+
 @functools.cache
 def load_table() -> ConfidentialityTable:
     """Load the shipped edition of Table E.1-1 (cached).
@@ -273,13 +288,7 @@ def load_table() -> ConfidentialityTable:
     DeidError
         If the shipped table is missing or malformed (a broken install).
     """
-    try:
-        text = resources.files("mida.deid").joinpath("data", _TABLE_FILE).read_text("utf-8")
-        rows = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise DeidError(
-            f"cannot read the PS3.15 table {_TABLE_FILE}: {exc}; reinstall mida"
-        ) from None
+    rows = read_packaged_json(_TABLE_FILE, "the PS3.15 table")
     return ConfidentialityTable([_rule_from_row(r) for r in rows], TABLE_EDITION)
 
 
