@@ -81,3 +81,27 @@ def make_pdf(path: Path) -> Path:
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = b"%PDF-1.4 report for Lin Wen-Hsiung\n"
     return write(path, ds)
+
+
+def make_token(node: Any, user: str = "alice", role: str = "admin", scope: str = "admin",
+               collection: str | None = None, grant: str | None = None) -> str:
+    """A fresh API token for ``user`` (created with ``role`` when new).
+
+    ``grant`` gives the user that scope on ``collection`` first (non-admin roles).
+    """
+    from sqlalchemy import select
+
+    from mida.catalog.models import User
+    from mida.sharing import identity
+
+    with node.catalog().session() as s:
+        if s.scalar(select(User.id).where(User.name == user)) is None:
+            identity.add_user(s, user, role)
+        if grant:
+            identity.add_grant(s, user, grant, collection)
+        secret, _ = identity.create_token(s, user, scope, collection=collection)
+    return secret
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -15,7 +15,7 @@ FLOORS = {
     "deid": 2, "catalog": 2,
     "ingest": 3, "node": 3, "features": 3, "annotations": 3, "sharing": 3, "compute": 3,
     "datasets": 4, "net": 4, "dicomweb": 4, "publish": 4, "federation": 4, "apps": 4,
-    "api": 5, "cli": 5, "web": 5,
+    "api": 5, "cli": 5, "web": 5, "__main__": 5,
 }
 # Faces may not be imported by anything below them; services never import FastAPI/Typer.
 FACE_LIBRARIES = {"fastapi", "typer", "starlette", "uvicorn", "jinja2"}

@@ -64,6 +64,28 @@ class Settings(BaseSettings):
     # Faces
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(
+        default="", description="Base URL clients reach the API at (BulkDataURIs, Location); "
+        "default http://HOST:PORT.",
+    )
+    cors_origins: str = Field(
+        default="*", description="Origins allowed by CORS (comma-separated; '*' for any), "
+        "for browser viewers such as OHIF.",
+    )
+    stow_max_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest STOW-RS request body accepted (413 above)."
+    )
+    audit_fsync: bool = Field(default=True, description="fsync each audit entry.")
+    # DICOM network node
+    dicom_ae_title: str = Field(default="MIDA", min_length=1, max_length=16)
+    dicom_port: int = Field(default=11112, ge=1, le=65535)
+    dicom_ae_collections: dict[str, str] = Field(
+        default_factory=dict,
+        description="Called AE title -> collection for C-STORE, as JSON, e.g. "
+        '{"MIDA_CT": "ct-research"}; other called titles store into dicom_default_collection.',
+    )
+    dicom_default_collection: str = Field(default="dicom-inbox", min_length=1)
+    dicom_max_pdu: int = Field(default=0, ge=0, description="0 = unlimited.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     linkage_vault: bool = Field(
         default=False, description="Keep an encrypted pseudonym-to-identity vault (honest broker)."
@@ -84,6 +106,11 @@ class Settings(BaseSettings):
         if not self.storage_url:
             object.__setattr__(self, "storage_url", str(self.home / "blobs"))
         return self
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the HTTP API (no trailing slash)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def key_file(self) -> Path:

@@ -54,6 +54,23 @@ class NotFoundError(CatalogError):
     """A requested catalog record does not exist."""
 
 
+class AuthError(MidaError):
+    """No valid credentials (HTTP 401): missing, unknown, tampered, expired or revoked."""
+
+
+class AccessDeniedError(MidaError):
+    """Valid credentials without the right (HTTP 403). The message never says whether
+    the resource exists."""
+
+
+class ConflictError(MidaError):
+    """The request conflicts with the current state (e.g. a name already in use)."""
+
+
+class JobCancelledError(MidaError):
+    """A long job stopped because someone asked it to."""
+
+
 class DeidError(MidaError):
     """De-identification could not be applied safely."""
 
@@ -109,13 +126,17 @@ class IngestError(MidaError):
 
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyInitializedError",
+    "AuthError",
     "BlobNotFoundError",
     "CatalogError",
     "ConfigError",
+    "ConflictError",
     "DeidError",
     "IngestError",
     "IntegrityError",
+    "JobCancelledError",
     "MidaError",
     "NotFoundError",
     "NotInitializedError",

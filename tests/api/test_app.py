@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from mida.api import create_app
 from mida.ingest import ingest_paths
 from mida.node import Node
-from tests.factories import write
+from tests.factories import bearer, make_token, write
 
 
 @pytest.fixture
@@ -23,13 +23,25 @@ def client(node: Node, tmp_path: Path) -> TestClient:
     for i in range(3):
         write(tmp_path / "in" / f"{i}.dcm")
     ingest_paths(node, [tmp_path / "in"], "liver", workers=1)
-    return TestClient(create_app(node))
+    return TestClient(create_app(node), headers=bearer(make_token(node)))
 
 
 def test_health(client: TestClient) -> None:
     r = client.get("/health")
     assert r.status_code == 200
     assert r.json()["status"] == "ok" and r.json()["database"] == "ok"
+
+
+def test_home_without_a_token_asks_to_sign_in(node: Node) -> None:
+    r = TestClient(create_app(node)).get("/")
+    assert r.status_code == 401 and "mida tokens create" in r.text
+
+
+def test_login_sets_a_cookie_for_the_pages(node: Node) -> None:
+    c = TestClient(create_app(node))
+    assert c.get("/login", params={"token": "mida_" + "x" * 43}).status_code == 401
+    r = c.get("/login", params={"token": make_token(node)})
+    assert r.status_code == 200 and 'id="user">alice<' in r.text
 
 
 def test_home_lists_collections_studies_and_counts(client: TestClient) -> None:
@@ -80,7 +92,7 @@ def test_home_page_in_chromium(node: Node, tmp_path: Path) -> None:
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-             f"http://127.0.0.1:{port}/"],
+             f"http://127.0.0.1:{port}/login?token={make_token(node)}"],
             capture_output=True, text=True, timeout=120, check=True,
         ).stdout
     finally:

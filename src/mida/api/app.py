@@ -1,51 +1,88 @@
 """FastAPI application of a mida node.
 
-Thin by design: each route opens a catalog session, calls a query or
-service, and formats the answer. Later issues add DICOMweb and auth here.
+Thin by design: each route authenticates the caller, opens a catalog session,
+calls a query or service, and formats the answer. Every protected request is
+audited (:class:`mida.api.deps.AuditMiddleware`). DICOMweb lives under
+``/dicomweb`` (:mod:`mida.api.dicomweb`), long jobs under ``/jobs``
+(:mod:`mida.api.jobs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from mida import __version__
-from mida.catalog.query import collections_overview, list_level, show_uid
+from mida.api.deps import COOKIE, AuditMiddleware, PrincipalDep, SessionDep, require
+from mida.catalog.query import collection_of_uid, collections_overview, list_level, show_uid
 from mida.catalog.service import stats
-from mida.errors import MidaError, NotFoundError
+from mida.errors import AccessDeniedError, AuthError, ConflictError, MidaError, NotFoundError
 from mida.node import Node
+from mida.sharing import AuditLog
+from mida.sharing.identity import DENIED, Principal
 from mida.web import templates
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A catalog session per request, committed when the handler succeeds."""
-    with request.app.state.node.catalog().session() as s:
-        yield s
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
+def _restricted(request: Request) -> bool:
+    p = getattr(request.state, "principal", None)
+    return not isinstance(p, Principal) or p.collections is not None
 
 
 def create_app(node: Node) -> FastAPI:
     """Build the app for an opened node."""
+    settings = node.settings
     app = FastAPI(title="mida", version=__version__,
-                  description="Medical Imaging Data for AI: a de-identified imaging archive.")
+                  description="Medical Imaging Data for AI: a de-identified imaging archive. "
+                  "Every route except /health and these pages needs "
+                  "'Authorization: Bearer <token>' (mida tokens create).")
     app.state.node = node
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    app.add_middleware(
+        CORSMiddleware, allow_origins=origins, allow_credentials="*" not in origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept"],
+        expose_headers=["Location", "Warning", "Content-Location"],
+    )
+    app.add_middleware(AuditMiddleware, audit=AuditLog(settings.audit_file,
+                                                       fsync=settings.audit_fsync))
+
+    @app.middleware("http")
+    async def _corp(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        # OHIF and other viewers run cross-origin isolated (SharedArrayBuffer):
+        # every resource they load must opt in to being embedded cross-origin.
+        response.headers.setdefault("Cross-Origin-Resource-Policy", "cross-origin")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.exception_handler(AuthError)
+    async def _unauthorized(_req: Request, exc: AuthError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=401,
+                            headers={"WWW-Authenticate": 'Bearer realm="mida"'})
+
+    @app.exception_handler(AccessDeniedError)
+    async def _forbidden(_req: Request, exc: AccessDeniedError) -> JSONResponse:
+        return JSONResponse({"detail": DENIED}, status_code=403)
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(_req: Request, exc: NotFoundError) -> JSONResponse:
+    async def _not_found(req: Request, exc: NotFoundError) -> JSONResponse:
+        if _restricted(req):  # never tell a caller without a node-wide grant what exists
+            return JSONResponse({"detail": DENIED}, status_code=403)
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_req: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(MidaError)
     async def _bad(_req: Request, exc: MidaError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.get("/health", operation_id="health")
+    @app.get("/health", operation_id="health", tags=["node"])
     def health(s: SessionDep) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
@@ -64,39 +101,74 @@ def create_app(node: Node) -> FastAPI:
         return {"status": "ok", "version": __version__, "institution": node.institution_code,
                 **checks}
 
-    @app.get("/api/stats", operation_id="get_stats")
-    def get_stats(s: SessionDep) -> dict[str, Any]:
+    @app.get("/login", operation_id="login", tags=["node"], include_in_schema=False)
+    def login(token: str, s: SessionDep) -> RedirectResponse:
+        from mida.sharing.identity import authenticate
+
+        authenticate(s, token)  # 401 for a bad token, before any cookie is set
+        r = RedirectResponse("/", status_code=303)
+        r.set_cookie(COOKIE, token, httponly=True, samesite="strict",
+                     secure=settings.base_url.startswith("https"))
+        return r
+
+    @app.get("/api/whoami", operation_id="whoami", tags=["node"])
+    def whoami(p: PrincipalDep) -> dict[str, Any]:
+        return {"name": p.name, "kind": p.kind, "scope": p.scope,
+                "collections": None if p.collections is None else sorted(p.collections)}
+
+    @app.get("/api/stats", operation_id="get_stats", tags=["catalog"])
+    def get_stats(s: SessionDep, p: PrincipalDep) -> dict[str, Any]:
+        require(p, "read")  # node-wide counts: a node-wide grant
         return stats(s)
 
-    @app.get("/api/collections", operation_id="list_collections")
-    def list_collections(s: SessionDep) -> dict[str, Any]:
-        rows = collections_overview(s)
+    @app.get("/api/collections", operation_id="list_collections", tags=["catalog"])
+    def list_collections(s: SessionDep, p: PrincipalDep) -> dict[str, Any]:
+        rows = collections_overview(s, p.readable())
         return {"count": len(rows), "data": rows}
 
-    @app.get("/api/{level}", operation_id="list_level")
+    @app.get("/api/{level}", operation_id="list_level", tags=["catalog"])
     def list_rows(
-        level: str, s: SessionDep, collection: str | None = None, modality: str | None = None,
-        study_date: str | None = None, limit: Annotated[int, Query(le=10000)] = 100,
-        offset: int = 0,
+        level: str, s: SessionDep, p: PrincipalDep, collection: str | None = None,
+        modality: str | None = None, study_date: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
         if level not in ("patients", "studies", "series", "instances"):
             raise HTTPException(404, detail=f"unknown listing {level!r}")
         rows = list_level(s, level, collection=collection, modality=modality,
-                          study_date=study_date, limit=limit, offset=offset)
+                          study_date=study_date, limit=limit, offset=offset,
+                          collection_ids=p.readable())
         return {"count": len(rows), "data": rows}
 
-    @app.get("/api/uids/{uid}", operation_id="show_uid")
-    def get_uid(uid: str, s: SessionDep) -> dict[str, Any]:
+    @app.get("/api/uids/{uid}", operation_id="show_uid", tags=["catalog"])
+    def get_uid(uid: str, s: SessionDep, p: PrincipalDep) -> dict[str, Any]:
+        cid = collection_of_uid(s, uid)
+        if cid is not None:
+            require(p, "read", cid)
         return show_uid(s, uid)
 
-    @app.get("/", response_class=HTMLResponse, operation_id="home")
+    @app.get("/", response_class=HTMLResponse, operation_id="home", tags=["pages"])
     def home(request: Request, s: SessionDep) -> HTMLResponse:
+        from mida.api.deps import get_principal
+
+        try:
+            p = get_principal(request)
+        except AuthError:
+            return templates.TemplateResponse(request, "login.html", {"version": __version__},
+                                              status_code=401)
+        ids = p.readable()
         return templates.TemplateResponse(
             request, "index.html",
-            {"node": node, "stats": stats(s), "collections": collections_overview(s),
-             "studies": list_level(s, "studies", limit=200), "version": __version__},
+            {"node": node, "stats": stats(s) if ids is None else None,
+             "collections": collections_overview(s, ids),
+             "studies": list_level(s, "studies", limit=200, collection_ids=ids),
+             "version": __version__, "user": p.name},
         )
 
+    from mida.api import dicomweb, jobs
+
+    app.include_router(jobs.router)
+    app.include_router(dicomweb.router)
     return app
 
 

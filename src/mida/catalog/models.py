@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -80,6 +81,8 @@ class Patient(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"))
     PatientID: Mapped[str] = mapped_column(String(64))
+    PatientName: Mapped[str | None] = mapped_column(String(256))
+    PatientBirthDate: Mapped[str | None] = mapped_column(String(16))
     PatientSex: Mapped[str | None] = mapped_column(String(16))
     PatientAge: Mapped[str | None] = mapped_column(String(8))
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -96,6 +99,7 @@ class Study(Base):
     AccessionNumber: Mapped[str | None] = mapped_column(String(64))
     StudyID: Mapped[str | None] = mapped_column(String(64))
     StudyDescription: Mapped[str | None] = mapped_column(String(256))
+    ReferringPhysicianName: Mapped[str | None] = mapped_column(String(256))
     ModalitiesInStudy: Mapped[str | None] = mapped_column(String(128))
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     patient: Mapped[Patient] = relationship()
@@ -187,19 +191,104 @@ class Job(Base):
     started: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished: Mapped[dt.datetime | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner: Mapped[str | None] = mapped_column(String(64))
+
+
+class User(Base):
+    """A person or service account that may call the node (see :mod:`mida.sharing.identity`)."""
+
+    __tablename__ = "user_account"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """An API token; only the sha256 of the secret is kept."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(16))
+    collection_id: Mapped[int | None] = mapped_column(ForeignKey("collection.id"))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires: Mapped[dt.datetime | None] = mapped_column()
+    revoked: Mapped[dt.datetime | None] = mapped_column()
+    user: Mapped[User] = relationship()
+
+
+class Grant(Base):
+    """A user's right to a collection (or, with no collection, to all of them)."""
+
+    __tablename__ = "access_grant"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    collection_id: Mapped[int | None] = mapped_column(ForeignKey("collection.id"))
+    scope: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires: Mapped[dt.datetime | None] = mapped_column()
+    revoked: Mapped[dt.datetime | None] = mapped_column()
+
+
+class DicomPeer(Base):
+    """A configured DICOM application entity: a peer that may call mida, or a PACS to pull.
+
+    ``role`` is ``peer`` (calls in: store/find/move/get with ``scope`` on
+    ``collection_id``, or every collection when empty) or ``pacs`` (mida calls it).
+    """
+
+    __tablename__ = "dicom_peer"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(8), default="peer")
+    ae_title: Mapped[str] = mapped_column(String(16), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    scope: Mapped[str] = mapped_column(String(16), default="read")
+    collection_id: Mapped[int | None] = mapped_column(ForeignKey("collection.id"))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class PullItem(Base):
+    """One study of a PACS pull; keys are keyed hashes, never the PACS's UIDs."""
+
+    __tablename__ = "pull_item"
+    __table_args__ = (UniqueConstraint("peer_id", "query_hash", "study_hash"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    peer_id: Mapped[int] = mapped_column(ForeignKey("dicom_peer.id"), index=True)
+    query_hash: Mapped[str] = mapped_column(String(64))
+    study_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("job.id"))
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 Index("ix_study_patient_date", Study.patient_id, Study.StudyDate)
 
 __all__ = [
+    "ApiToken",
     "Base",
     "Collection",
+    "DicomPeer",
+    "Grant",
     "Instance",
     "Institution",
     "Job",
     "Patient",
     "Provenance",
+    "PullItem",
     "QuarantineEntry",
     "Series",
     "Study",
+    "User",
 ]

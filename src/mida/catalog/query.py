@@ -46,8 +46,10 @@ def parse_date_range(text: str) -> tuple[dt.date | None, dt.date | None]:
 def _filters(
     q: Select[Any], *, collection: str | None, modality: str | None,
     study_date: str | None, patient_id: str | None, study_uid: str | None,
-    series_uid: str | None,
+    series_uid: str | None, collection_ids: frozenset[int] | None = None,
 ) -> Select[Any]:
+    if collection_ids is not None:
+        q = q.where(Study.collection_id.in_(sorted(collection_ids)))
     if collection:
         q = q.where(Collection.name == collection)
     if modality:
@@ -82,8 +84,12 @@ def list_level(
     s: Session, level: str, *, collection: str | None = None, modality: str | None = None,
     study_date: str | None = None, patient_id: str | None = None, study_uid: str | None = None,
     series_uid: str | None = None, limit: int = 1000, offset: int = 0,
+    collection_ids: frozenset[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows at one level (patients, studies, series, instances) with filters."""
+    """Rows at one level (patients, studies, series, instances) with filters.
+
+    ``collection_ids`` limits rows to those collections (None: every one).
+    """
     if level not in LEVELS:
         raise MidaError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}")
     n_inst = func.count(func.distinct(Instance.id)).label("instances")
@@ -113,7 +119,8 @@ def list_level(
     if level == "instances":
         q = q.where(Instance.id.is_not(None))
     q = _filters(q, collection=collection, modality=modality, study_date=study_date,
-                 patient_id=patient_id, study_uid=study_uid, series_uid=series_uid)
+                 patient_id=patient_id, study_uid=study_uid, series_uid=series_uid,
+                 collection_ids=collection_ids)
     if group:
         q = q.group_by(*group)
     q = q.order_by(*order).limit(limit).offset(offset)
@@ -125,6 +132,21 @@ def list_level(
                 d[k] = v.isoformat()
         out.append(d)
     return out
+
+
+def collection_of_uid(s: Session, uid: str) -> int | None:
+    """The collection id holding the study, series or instance ``uid`` (None: no such UID)."""
+    for q in (
+        select(Study.collection_id).where(Study.StudyInstanceUID == uid),
+        select(Study.collection_id).join(Series, Series.study_id == Study.id)
+        .where(Series.SeriesInstanceUID == uid),
+        select(Study.collection_id).join(Series, Series.study_id == Study.id)
+        .join(Instance, Instance.series_id == Series.id).where(Instance.SOPInstanceUID == uid),
+    ):
+        cid = s.scalar(q)
+        if cid is not None:
+            return int(cid)
+    return None
 
 
 def show_uid(s: Session, uid: str) -> dict[str, Any]:
@@ -153,8 +175,10 @@ def show_uid(s: Session, uid: str) -> dict[str, Any]:
     )
 
 
-def collections_overview(s: Session) -> list[dict[str, Any]]:
-    """Each collection with its counts (home page)."""
+def collections_overview(
+    s: Session, collection_ids: frozenset[int] | None = None
+) -> list[dict[str, Any]]:
+    """Each collection with its counts (home page); only ``collection_ids`` when given."""
     q = (
         select(
             Collection.name, Collection.deid_profile,
@@ -170,7 +194,16 @@ def collections_overview(s: Session) -> list[dict[str, Any]]:
         .group_by(Collection.id)
         .order_by(Collection.name)
     )
+    if collection_ids is not None:
+        q = q.where(Collection.id.in_(sorted(collection_ids)))
     return [dict(r) for r in s.execute(q).mappings()]
 
 
-__all__ = ["LEVELS", "collections_overview", "list_level", "parse_date_range", "show_uid"]
+__all__ = [
+    "LEVELS",
+    "collection_of_uid",
+    "collections_overview",
+    "list_level",
+    "parse_date_range",
+    "show_uid",
+]

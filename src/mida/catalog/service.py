@@ -54,18 +54,84 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start_job(s: Session, kind: str, params: dict[str, Any]) -> Job:
-    """Record a job as running, and mark this host's dead running jobs interrupted."""
+def reap_jobs(s: Session) -> None:
+    """Mark this host's running jobs whose process is gone as interrupted."""
     host = socket.gethostname()
     for job in s.scalars(select(Job).where(Job.status == "running", Job.hostname == host)):
         if job.pid is None or not _alive(job.pid):
             job.status = "interrupted"
             job.finished = utcnow()
+
+
+def start_job(s: Session, kind: str, params: dict[str, Any], *, job_id: int | None = None,
+              owner: str | None = None) -> Job:
+    """Record a job as running (a queued ``job_id`` is taken over by this process)."""
+    reap_jobs(s)
+    if job_id is not None:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        job.status, job.pid, job.hostname = "running", os.getpid(), socket.gethostname()
+        job.started = utcnow()
+        if params:
+            job.params = {**(job.params or {}), **params}
+        s.flush()
+        return job
     job = Job(kind=kind, status="running", params=params, counts={}, pid=os.getpid(),
-              hostname=host)
+              hostname=socket.gethostname(), owner=owner, progress_done=0,
+              cancel_requested=False)
     s.add(job)
     s.flush()
     return job
+
+
+def queue_job(s: Session, kind: str, params: dict[str, Any], owner: str | None = None) -> Job:
+    """Record a job to be run by another process (``mida jobs run ID``)."""
+    job = Job(kind=kind, status="queued", params=params, counts={}, owner=owner,
+              progress_done=0, cancel_requested=False)
+    s.add(job)
+    s.flush()
+    return job
+
+
+def update_job(s: Session, job_id: int, *, done: int | None = None, total: int | None = None,
+               counts: dict[str, Any] | None = None) -> bool:
+    """Record progress; returns whether a cancel was requested."""
+    job = s.get(Job, job_id)
+    if job is None:
+        return False
+    if done is not None:
+        job.progress_done = done
+    if total is not None:
+        job.progress_total = total
+    if counts is not None:
+        job.counts = counts
+    return bool(job.cancel_requested)
+
+
+def cancel_job(s: Session, job_id: int) -> Job:
+    """Ask a queued or running job to stop (a queued one stops at once)."""
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    if job.status == "queued":
+        job.status, job.finished = "cancelled", utcnow()
+    elif job.status == "running":
+        job.cancel_requested = True
+    return job
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as the API and CLI show it."""
+    return {
+        "id": job.id, "kind": job.kind, "status": job.status, "owner": job.owner,
+        "params": job.params, "counts": job.counts,
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "cancel_requested": bool(job.cancel_requested),
+        "started": job.started.isoformat() if job.started else None,
+        "finished": job.finished.isoformat() if job.finished else None,
+        "error": job.error,
+    }
 
 
 def finish_job(
@@ -131,9 +197,14 @@ def stats(s: Session) -> dict[str, Any]:
 
 
 __all__ = [
+    "cancel_job",
     "finish_job",
     "get_collection",
     "get_or_create_collection",
+    "job_view",
+    "queue_job",
+    "reap_jobs",
     "start_job",
     "stats",
+    "update_job",
 ]

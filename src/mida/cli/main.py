@@ -6,11 +6,9 @@ message says how to fix it), 2 bad usage.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -22,10 +20,13 @@ from rich.progress import (
 )
 
 from mida import __version__
-from mida.cli import logs
+from mida.cli import common
+from mida.cli.access import grants_app, tokens_app, users_app
 from mida.cli.deid import app as deid_app
+from mida.cli.dimse import aes_app
+from mida.cli.jobs import jobs_app
 from mida.cli.output import console, emit_json, err_console, kv, table
-from mida.config import Settings, get_settings
+from mida.cli.pacs import pacs_app
 from mida.errors import MidaError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -39,38 +40,17 @@ app.add_typer(vault_app, name="vault")
 audit_app = typer.Typer(no_args_is_help=True, help="The node's audit trail.")
 app.add_typer(audit_app, name="audit")
 app.add_typer(deid_app, name="deid")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(grants_app, name="grants")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(aes_app, name="aes")
+app.add_typer(pacs_app, name="pacs")
 
-F = TypeVar("F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def handle_errors(fn: F) -> F:
-    """Turn mida errors into a one-line message and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MidaError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(1) from None
-        except FileNotFoundError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}")
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _settings() -> Settings:
-    s = get_settings()
-    logs.configure(s)
-    return s
-
-
-def _node() -> Any:
-    from mida.node import load_node
-
-    return load_node(_settings())
+JsonOpt = common.JsonOpt
+handle_errors = common.handle_errors
+_settings = common.settings
+_node = common.node
 
 
 @app.command()

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mida.catalog.db import make_engine
-from mida.catalog.service import finish_job, get_or_create_collection, start_job
+from mida.catalog.service import finish_job, get_or_create_collection, start_job, update_job
 from mida.config import Settings
 from mida.deid import get_profile
 from mida.deid.vault import LinkageVault
-from mida.errors import IngestError, QuarantineReason
+from mida.errors import IngestError, JobCancelledError, QuarantineReason
 from mida.events import EventBus, FileDiscovered, FileProcessed, IngestFinished, IngestStarted
 from mida.ingest.processor import InstanceProcessor, Outcome, Source
 from mida.ingest.sources import Item, Refused, count_inputs, discover, read_zip_member
@@ -127,13 +127,25 @@ class Ingestor:
         Worker processes (default ``settings.workers``); 1 runs in-process.
     bus
         Receives :mod:`mida.events` progress events.
+    job_id
+        A queued job to run as (``mida jobs run``); otherwise a new job is recorded.
+    owner
+        Who started the run (recorded on the job).
+
+    The job's progress and counts are written to the catalog about once a
+    second; a cancel request (``mida jobs cancel``, ``DELETE /jobs/{id}``) stops
+    the run there, after the instances already processed are indexed.
     """
+
+    progress_every = 1.0  # seconds between job progress writes
 
     def __init__(
         self, node: Node, collection: str, *, workers: int | None = None,
         bus: EventBus | None = None, source_kind: str | None = None,
-        profile: str | None = None,
+        profile: str | None = None, job_id: int | None = None, owner: str | None = None,
     ) -> None:
+        self.job_id = job_id
+        self.owner = owner
         self.node = node
         self.settings = node.settings
         self.collection = collection
@@ -171,8 +183,10 @@ class Ingestor:
         total = count_inputs(paths)
         with self.catalog.session() as s:
             job = start_job(s, "ingest", {"collection": self.collection, "inputs": total,
-                                          "workers": self.workers})
+                                          "workers": self.workers},
+                            job_id=self.job_id, owner=self.owner)
             job_id = job.id
+            update_job(s, job_id, done=0, total=total)
         summary = IngestSummary(job_id=job_id, collection=self.collection)
         vault = (LinkageVault(self.settings.vault_file, self._vault_key)
                  if self._vault_key is not None else None)
@@ -185,11 +199,24 @@ class Ingestor:
                  self.collection_id)
         t0 = time.perf_counter()
         status, error = "done", None
+        last = time.monotonic()
         try:
             for outcome in self._outcomes(paths):
                 self._account(summary, outcome)
                 writer.add(outcome)
+                if time.monotonic() - last >= self.progress_every:
+                    last = time.monotonic()
+                    writer.flush()
+                    with self.catalog.session() as s:
+                        cancel = update_job(s, job_id, done=summary.inputs,
+                                            counts=summary.as_dict())
+                    if cancel:
+                        raise JobCancelledError(f"job {job_id} cancelled on request")
             writer.flush()
+        except JobCancelledError:
+            writer.flush()
+            self._finish(job_id, "cancelled", summary, t0, writer, "cancelled on request")
+            raise
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             error = type(exc).__name__
@@ -207,6 +234,7 @@ class Ingestor:
         summary.stored -= writer.late_duplicates
         summary.duplicates += writer.late_duplicates
         with self.catalog.session() as s:
+            update_job(s, job_id, done=summary.inputs)
             finish_job(s, job_id, status, summary.as_dict(), error)
         log.info("ingest job %s %s: %s", job_id, status, summary.as_dict())
         self.bus.emit(IngestFinished(job_id=job_id, counts=summary.as_dict()))

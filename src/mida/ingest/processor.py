@@ -128,7 +128,8 @@ def dataset_json(ds: Dataset) -> dict[str, Any]:
 _TAGS = {
     kw: f"{int(tag_for_keyword(kw) or 0):08X}"
     for kw in (
-        "PatientID", "PatientSex", "PatientAge", "StudyInstanceUID", "StudyDate", "StudyTime",
+        "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "PatientAge",
+        "ReferringPhysicianName", "StudyInstanceUID", "StudyDate", "StudyTime",
         "AccessionNumber", "StudyID", "StudyDescription", "SeriesInstanceUID", "Modality",
         "SeriesNumber", "SeriesDescription", "BodyPartExamined", "Manufacturer",
         "SOPInstanceUID", "SOPClassUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames",
@@ -142,6 +143,8 @@ def record_of(ds: Dataset) -> dict[str, Any]:
     return {
         "patient": {
             "PatientID": _str(js, "PatientID") or "",
+            "PatientName": _str(js, "PatientName"),
+            "PatientBirthDate": _str(js, "PatientBirthDate"),
             "PatientSex": _str(js, "PatientSex"),
             "PatientAge": _str(js, "PatientAge"),
         },
@@ -152,6 +155,7 @@ def record_of(ds: Dataset) -> dict[str, Any]:
             "AccessionNumber": _str(js, "AccessionNumber"),
             "StudyID": _str(js, "StudyID"),
             "StudyDescription": _str(js, "StudyDescription"),
+            "ReferringPhysicianName": _str(js, "ReferringPhysicianName"),
         },
         "series": {
             "SeriesInstanceUID": _str(js, "SeriesInstanceUID"),

@@ -1,0 +1,425 @@
+"""Users, API tokens, grants and DICOM peers, and the one authorization check.
+
+A caller is a :class:`Principal`: a user holding a Bearer token (HTTP) or a
+configured DICOM peer identified by its calling AE title and address (DIMSE).
+Every operation names the scope it needs (``read`` < ``write`` < ``admin``)
+and the collection it touches; :meth:`Principal.require` allows it or raises
+:class:`~mida.errors.AccessDeniedError`, whose message never says whether the
+resource exists.
+
+Tokens are ``mida_`` plus 43 random URL-safe characters (256 bits). Only their
+sha256 is stored; a token is shown once, when created. Because the secret is
+random and long, a plain sha256 is the right hash (a slow password hash would
+only slow every request).
+
+Roles cap the scope a user's tokens may carry. ``admin`` and ``operator``
+reach every collection; every other role reaches only the collections it
+holds a grant for.
+
+Examples
+--------
+>>> scope_allows("write", "read"), scope_allows("read", "write")
+(True, False)
+>>> parse_expiry("30d").days
+30
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mida.catalog.models import ApiToken, Collection, DicomPeer, Grant, User, utcnow
+from mida.errors import AccessDeniedError, AuthError, ConflictError, MidaError, NotFoundError
+
+SCOPES = ("read", "write", "admin")
+_RANK = {s: i for i, s in enumerate(SCOPES)}
+#: Role -> the widest scope its tokens may carry, and whether it reaches every collection.
+ROLES: dict[str, tuple[str, bool]] = {
+    "admin": ("admin", True),
+    "operator": ("admin", True),
+    "provider-admin": ("admin", False),
+    "steward": ("write", False),
+    "annotator": ("write", False),
+    "service": ("write", False),
+    "researcher": ("read", False),
+    "dac-member": ("read", False),
+    "honest-broker": ("read", False),
+}
+TOKEN_PREFIX = "mida_"
+_TOKEN_RE = re.compile(r"^mida_[A-Za-z0-9_-]{43}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control
+DENIED = "access denied: your credentials do not grant this operation on this resource"
+
+
+def scope_allows(have: str, need: str) -> bool:
+    """Whether scope ``have`` covers ``need``."""
+    return _RANK.get(have, -1) >= _RANK[need]
+
+
+def parse_expiry(text: str) -> dt.timedelta:
+    """``30d``, ``12h``, ``90m`` or ``1w`` as a duration."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text or "")
+    if not m or int(m.group(1)) == 0:
+        raise MidaError(f"bad expiry {text!r}: use a number and a unit, e.g. 30d, 12h, 90m, 1w")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n),
+            "d": dt.timedelta(days=n), "w": dt.timedelta(weeks=n)}[unit]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _aware(t: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes for UTC values; PostgreSQL aware ones."""
+    if t is not None and t.tzinfo is None:
+        return t.replace(tzinfo=dt.UTC)
+    return t
+
+
+def _active(expires: dt.datetime | None, revoked: dt.datetime | None,
+            now: dt.datetime) -> bool:
+    exp = _aware(expires)
+    return revoked is None and (exp is None or exp > now)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, with what scope, on which collections (None = every one)."""
+
+    kind: str  # "user" | "peer" | "local"
+    name: str
+    scope: str
+    collections: frozenset[int] | None
+    user_id: int | None = None
+    token_id: int | None = None
+    scopes_by_collection: dict[int, str] = field(default_factory=dict)
+
+    def allows(self, need: str, collection_id: int | None = None) -> bool:
+        """Whether this caller may do ``need`` on ``collection_id`` (None: node-wide)."""
+        if not scope_allows(self.scope, need):
+            return False
+        if self.collections is None:
+            return True
+        if collection_id is None:  # node-wide operations need every collection
+            return False
+        if collection_id not in self.collections:
+            return False
+        return scope_allows(self.scopes_by_collection.get(collection_id, self.scope), need)
+
+    def require(self, need: str, collection_id: int | None = None) -> None:
+        if not self.allows(need, collection_id):
+            raise AccessDeniedError(DENIED)
+
+    def readable(self, need: str = "read") -> frozenset[int] | None:
+        """Collections this caller may ``need`` (None = all); empty when none."""
+        if not scope_allows(self.scope, need):
+            return frozenset()
+        if self.collections is None:
+            return None
+        return frozenset(c for c in self.collections
+                         if scope_allows(self.scopes_by_collection.get(c, self.scope), need))
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+#: The node's own operator at the console (CLI commands run with the node's files).
+LOCAL = Principal(kind="local", name="console", scope="admin", collections=None)
+
+
+# -- users ---------------------------------------------------------------------
+def add_user(s: Session, name: str, role: str) -> User:
+    if not _NAME_RE.match(name or ""):
+        raise MidaError(f"bad user name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-'")
+    if role not in ROLES:
+        raise MidaError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    if s.scalar(select(User.id).where(User.name == name)) is not None:
+        raise ConflictError(f"a user named {name!r} already exists")
+    user = User(name=name, role=role)
+    s.add(user)
+    s.flush()
+    return user
+
+
+def get_user(s: Session, name: str) -> User:
+    user = s.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFoundError(f"no user named {name!r}: add one with 'mida users add NAME --role R'")
+    return user
+
+
+def list_users(s: Session) -> list[dict[str, Any]]:
+    return [{"name": u.name, "role": u.role, "disabled": u.disabled,
+             "created": u.created.isoformat()}
+            for u in s.scalars(select(User).order_by(User.name))]
+
+
+def set_disabled(s: Session, name: str, disabled: bool) -> None:
+    get_user(s, name).disabled = disabled
+
+
+def _collection_id(s: Session, name: str | None) -> int | None:
+    if name is None:
+        return None
+    cid = s.scalar(select(Collection.id).where(Collection.name == name))
+    if cid is None:
+        raise NotFoundError(f"no collection named {name!r}")
+    return cid
+
+
+# -- grants --------------------------------------------------------------------
+def add_grant(s: Session, user: str, scope: str, collection: str | None = None,
+              expires: dt.datetime | None = None, purpose: str = "") -> Grant:
+    if scope not in SCOPES:
+        raise MidaError(f"unknown scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    u = get_user(s, user)
+    if not scope_allows(ROLES[u.role][0], scope):
+        raise MidaError(f"role {u.role!r} cannot hold scope {scope!r}")
+    g = Grant(user_id=u.id, collection_id=_collection_id(s, collection), scope=scope,
+              expires=expires, purpose=purpose)
+    s.add(g)
+    s.flush()
+    return g
+
+
+def list_grants(s: Session, user: str | None = None) -> list[dict[str, Any]]:
+    q = (select(Grant, User.name, Collection.name)
+         .join(User, User.id == Grant.user_id)
+         .outerjoin(Collection, Collection.id == Grant.collection_id).order_by(Grant.id))
+    if user:
+        q = q.where(User.name == user)
+    now = utcnow()
+    return [{"id": g.id, "user": uname, "collection": cname or "*", "scope": g.scope,
+             "purpose": g.purpose, "expires": g.expires.isoformat() if g.expires else None,
+             "active": _active(g.expires, g.revoked, now)}
+            for g, uname, cname in s.execute(q).all()]
+
+
+def revoke_grant(s: Session, grant_id: int) -> None:
+    g = s.get(Grant, grant_id)
+    if g is None:
+        raise NotFoundError(f"no grant {grant_id}")
+    g.revoked = utcnow()
+
+
+# -- tokens --------------------------------------------------------------------
+def create_token(s: Session, user: str, scope: str, *, collection: str | None = None,
+                 expires_in: dt.timedelta | None = dt.timedelta(days=30)) -> tuple[str, ApiToken]:
+    """A new token for ``user``; returns the secret (shown once) and its row."""
+    if scope not in SCOPES:
+        raise MidaError(f"unknown scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    u = get_user(s, user)
+    max_scope, everywhere = ROLES[u.role]
+    if not scope_allows(max_scope, scope):
+        raise MidaError(f"role {u.role!r} allows tokens up to scope {max_scope!r}, not {scope!r}")
+    cid = _collection_id(s, collection)
+    if cid is not None and not everywhere:
+        now = utcnow()
+        held = [g for g in s.scalars(select(Grant).where(Grant.user_id == u.id))
+                if _active(g.expires, g.revoked, now)
+                and g.collection_id in (None, cid) and scope_allows(g.scope, scope)]
+        if not held:
+            raise MidaError(f"user {user!r} holds no {scope!r} grant on collection "
+                            f"{collection!r}: add one with 'mida grants add' first")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=u.id, token_hash=hash_token(secret), prefix=secret[5:13],
+                   scope=scope, collection_id=cid,
+                   expires=utcnow() + expires_in if expires_in else None)
+    s.add(row)
+    s.flush()
+    return secret, row
+
+
+def list_tokens(s: Session, user: str | None = None) -> list[dict[str, Any]]:
+    q = (select(ApiToken, User.name, Collection.name)
+         .join(User, User.id == ApiToken.user_id)
+         .outerjoin(Collection, Collection.id == ApiToken.collection_id).order_by(ApiToken.id))
+    if user:
+        q = q.where(User.name == user)
+    now = utcnow()
+    return [{"id": t.id, "user": uname, "prefix": t.prefix, "scope": t.scope,
+             "collection": cname or "*",
+             "expires": t.expires.isoformat() if t.expires else None,
+             "active": _active(t.expires, t.revoked, now)}
+            for t, uname, cname in s.execute(q).all()]
+
+
+def revoke_token(s: Session, token_id: int) -> None:
+    t = s.get(ApiToken, token_id)
+    if t is None:
+        raise NotFoundError(f"no token {token_id}")
+    t.revoked = utcnow()
+
+
+def _grants_of(s: Session, user: User, now: dt.datetime) -> tuple[frozenset[int] | None,
+                                                                   dict[int, str]]:
+    if ROLES.get(user.role, ("read", False))[1]:
+        return None, {}
+    by_collection: dict[int, str] = {}
+    everything: str | None = None
+    for g in s.scalars(select(Grant).where(Grant.user_id == user.id)):
+        if not _active(g.expires, g.revoked, now):
+            continue
+        if g.collection_id is None:
+            if everything is None or scope_allows(g.scope, everything):
+                everything = g.scope
+        else:
+            old = by_collection.get(g.collection_id)
+            if old is None or scope_allows(g.scope, old):
+                by_collection[g.collection_id] = g.scope
+    if everything is not None:
+        for cid in s.scalars(select(Collection.id)):
+            if cid not in by_collection or scope_allows(everything, by_collection[cid]):
+                by_collection[cid] = everything
+    return frozenset(by_collection), by_collection
+
+
+def authenticate(s: Session, token: str | None) -> Principal:
+    """The principal behind a Bearer token, or :class:`AuthError`."""
+    if not token:
+        raise AuthError("authentication required: send 'Authorization: Bearer <token>' "
+                        "(create one with 'mida tokens create')")
+    if not _TOKEN_RE.match(token):
+        raise AuthError("invalid token")
+    row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    now = utcnow()
+    if row is None or not secrets.compare_digest(row.token_hash, hash_token(token)):
+        raise AuthError("invalid token")
+    if row.revoked is not None:
+        raise AuthError("token revoked")
+    exp = _aware(row.expires)
+    if exp is not None and exp <= now:
+        raise AuthError("token expired: create a new one with 'mida tokens create'")
+    user = s.get(User, row.user_id)
+    if user is None or user.disabled:
+        raise AuthError("invalid token")
+    max_scope = ROLES.get(user.role, ("read", False))[0]
+    scope = row.scope if scope_allows(max_scope, row.scope) else max_scope
+    collections, by_collection = _grants_of(s, user, now)
+    if row.collection_id is not None:
+        if collections is None:
+            collections, by_collection = frozenset({row.collection_id}), {}
+        else:
+            collections = collections & {row.collection_id}
+            by_collection = {k: v for k, v in by_collection.items() if k in collections}
+    return Principal(kind="user", name=user.name, scope=scope, collections=collections,
+                     user_id=user.id, token_id=row.id, scopes_by_collection=by_collection)
+
+
+# -- DICOM peers ----------------------------------------------------------------
+def check_ae_title(aet: str) -> str:
+    if not _AE_RE.match(aet or "") or not aet.strip():
+        raise MidaError(f"bad AE title {aet!r}: 1-16 printable characters, no backslash")
+    return aet.strip()
+
+
+def add_peer(s: Session, name: str, ae_title: str, host: str, port: int, *,
+             role: str = "peer", scope: str = "read", collection: str | None = None,
+             options: dict[str, Any] | None = None) -> DicomPeer:
+    if not _NAME_RE.match(name or ""):
+        raise MidaError(f"bad name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-'")
+    if role not in ("peer", "pacs"):
+        raise MidaError("role must be 'peer' (calls mida) or 'pacs' (mida calls it)")
+    if scope not in SCOPES:
+        raise MidaError(f"unknown scope {scope!r}: choose one of {', '.join(SCOPES)}")
+    if not 1 <= port <= 65535:
+        raise MidaError(f"bad port {port}: 1-65535")
+    if s.scalar(select(DicomPeer.id).where(DicomPeer.name == name)) is not None:
+        raise ConflictError(f"an AE named {name!r} already exists (remove it first)")
+    peer = DicomPeer(name=name, role=role, ae_title=check_ae_title(ae_title), host=host,
+                     port=port, scope=scope, collection_id=_collection_id(s, collection),
+                     options=options or {})
+    s.add(peer)
+    s.flush()
+    return peer
+
+
+def get_peer(s: Session, name: str, role: str | None = None) -> DicomPeer:
+    q = select(DicomPeer).where(DicomPeer.name == name)
+    if role:
+        q = q.where(DicomPeer.role == role)
+    peer = s.scalar(q)
+    if peer is None:
+        raise NotFoundError(f"no {'AE' if role != 'pacs' else 'PACS'} named {name!r}")
+    return peer
+
+
+def list_peers(s: Session, role: str | None = None) -> list[dict[str, Any]]:
+    q = (select(DicomPeer, Collection.name)
+         .outerjoin(Collection, Collection.id == DicomPeer.collection_id)
+         .order_by(DicomPeer.name))
+    if role:
+        q = q.where(DicomPeer.role == role)
+    return [{"name": p.name, "role": p.role, "ae_title": p.ae_title, "host": p.host,
+             "port": p.port, "scope": p.scope, "collection": cname or "*",
+             "options": p.options}
+            for p, cname in s.execute(q).all()]
+
+
+def remove_peer(s: Session, name: str, role: str | None = None) -> None:
+    s.delete(get_peer(s, name, role))
+
+
+def peer_principal(s: Session, calling_ae: str, address: str | None) -> Principal:
+    """The principal of an association from ``calling_ae`` at ``address``.
+
+    The calling AE title must be configured (``mida aes add``) with role ``peer``,
+    and when the peer's host is an IP address the association must come from it.
+    """
+    peers = list(s.scalars(select(DicomPeer).where(DicomPeer.ae_title == calling_ae.strip(),
+                                                   DicomPeer.role == "peer")))
+    for p in peers:
+        if address is None or p.host in ("*", "0.0.0.0") or address in _addresses(p.host):
+            cols = None if p.collection_id is None else frozenset({p.collection_id})
+            return Principal(kind="peer", name=p.name, scope=p.scope, collections=cols)
+    raise AuthError("unknown calling AE title or address: configure it with 'mida aes add'")
+
+
+def _addresses(host: str) -> set[str]:
+    """The IP addresses of a configured peer host (itself when it is one)."""
+    import socket
+
+    try:
+        return {host, *socket.gethostbyname_ex(host)[2]}
+    except OSError:
+        return {host}
+
+
+__all__ = [
+    "DENIED",
+    "LOCAL",
+    "ROLES",
+    "SCOPES",
+    "Principal",
+    "add_grant",
+    "add_peer",
+    "add_user",
+    "authenticate",
+    "check_ae_title",
+    "create_token",
+    "get_peer",
+    "get_user",
+    "hash_token",
+    "list_grants",
+    "list_peers",
+    "list_tokens",
+    "list_users",
+    "parse_expiry",
+    "peer_principal",
+    "remove_peer",
+    "revoke_grant",
+    "revoke_token",
+    "scope_allows",
+    "set_disabled",
+]
