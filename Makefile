@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python -m pip install -q -e '.[postgres,s3,dev,bench]'
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
 	$(BIN)/python bench/deid.py $(BENCH_ARGS)
+	$(BIN)/python bench/dicomweb.py $(DICOMWEB_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

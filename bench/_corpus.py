@@ -78,7 +78,9 @@ class CorpusSpec:
 
 CT = CorpusSpec("ct", "CT", CTImageStorage, 512, 512, 1, 10, 2, 100)
 SMALL = CorpusSpec("small", "MR", MRImageStorage, 64, 64, 0, 100, 4, 25)
-SPECS: dict[str, CorpusSpec] = {CT.name: CT, SMALL.name: SMALL}
+#: The DICOMweb benchmark's archive: 100,000 small images, 1,000 studies of 4 series.
+WEB = CorpusSpec("web", "MR", MRImageStorage, 32, 32, 0, 1000, 4, 25)
+SPECS: dict[str, CorpusSpec] = {CT.name: CT, SMALL.name: SMALL, WEB.name: WEB}
 
 
 @dataclass(frozen=True)
