@@ -23,7 +23,7 @@ from mida import __version__
 from mida.cli import common
 from mida.cli.access import grants_app, tokens_app, users_app
 from mida.cli.deid import app as deid_app
-from mida.cli.dimse import aes_app
+from mida.cli.dimse import aes_app, scp_command
 from mida.cli.jobs import jobs_app
 from mida.cli.output import console, emit_json, err_console, kv, table
 from mida.cli.pacs import pacs_app
@@ -45,6 +45,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(grants_app, name="grants")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(aes_app, name="aes")
+app.command("scp")(scp_command)
 app.add_typer(pacs_app, name="pacs")
 
 JsonOpt = common.JsonOpt
@@ -413,6 +414,9 @@ def audit_verify(json_out: JsonOpt = False) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default MIDA_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default MIDA_PORT).")] = None,
+    dicom_port: Annotated[int | None, typer.Option(
+        help="Also run the DICOM node (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) on this "
+             "port, e.g. 11112; it stops with the web server.")] = None,
 ) -> None:
     """Run the web UI and API (FastAPI) on 127.0.0.1:8000 by default."""
     import uvicorn
@@ -421,7 +425,18 @@ def serve(
 
     s = _settings()
     node = _node()
-    uvicorn.run(create_app(node), host=host or s.host, port=port or s.port, log_level="warning")
+    dicom = None
+    if dicom_port is not None:
+        from mida.net.scp import start_dicom_node
+
+        dicom = start_dicom_node(node, port=dicom_port, host=host or s.host)
+        console.print(f"DICOM node {dicom.ae_title} listening on {dicom.host}:{dicom.port}")
+    try:
+        uvicorn.run(create_app(node), host=host or s.host, port=port or s.port,
+                    log_level="warning")
+    finally:
+        if dicom is not None:
+            dicom.stop()
 
 
 @app.command("config")
