@@ -94,3 +94,41 @@ def test_config_hides_secrets(home: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "hunter2" not in out
     assert json.loads(out)["home"] == str(home)
     assert os.environ["MIDA_HOME"] == str(home)
+
+
+def test_serve_prints_a_sign_in_link_that_works(home: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` ends in `mida serve`: the operator gets a link with a working token."""
+    import re
+
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    _ok("init", "--institution", "NTUH", "--name", "Test Hospital")
+    apps: list = []
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **kw: apps.append(app_))
+    out = _ok("users", "ls", "--json")
+    assert json.loads(out) == []
+    res = runner.invoke(app, ["serve", "--port", "8123"])
+    assert res.exit_code == 0, res.output
+    m = re.search(r"http://127\.0\.0\.1:8123/login\?token=(mida_[A-Za-z0-9_-]{43})",
+                  res.output.replace("\n", ""))
+    assert m, res.output
+    page = TestClient(apps[0]).get(f"/login?token={m.group(1)}")
+    assert page.status_code == 200 and 'id="user">operator<' in page.text
+    assert "operator" in _ok("users", "ls")
+    res = runner.invoke(app, ["serve", "--no-login"])
+    assert "login?token" not in res.output
+
+
+def test_ingest_no_wait_queues_a_job_that_jobs_wait_follows(home: Path, tmp_path: Path) -> None:
+    _ok("init", "--institution", "NTUH", "--name", "Test Hospital")
+    for i in range(3):
+        write(tmp_path / "in" / f"{i}.dcm")
+    queued = json.loads(_ok("ingest", str(tmp_path / "in"), "--collection", "c", "--no-wait",
+                            "--json"))
+    done = json.loads(_ok("jobs", "wait", str(queued["job_id"]), "--json"))
+    assert done["status"] == "done" and done["counts"]["stored"] == 3
+    assert done["progress"] == {"done": 3, "total": 3}
+    listed = json.loads(_ok("jobs", "ls", "--json"))
+    assert listed[0]["id"] == queued["job_id"]

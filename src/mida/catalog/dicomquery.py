@@ -35,12 +35,14 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR as _dictionary_VR
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -48,6 +50,12 @@ from mida.catalog.models import Instance, Patient, Series, Study
 from mida.errors import MidaError
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+@functools.lru_cache(maxsize=4096)
+def dictionary_VR(keyword: str) -> str:
+    """pydicom's VR lookup, cached (a study page asks for thousands)."""
+    return str(_dictionary_VR(keyword))
 _LEVEL_ALIASES = {"INSTANCE": "IMAGE", "INSTANCES": "IMAGE", "STUDIES": "STUDY",
                   "PATIENTS": "PATIENT"}
 
@@ -152,6 +160,7 @@ def keyword_of(key: str) -> str:
     return k
 
 
+@functools.lru_cache(maxsize=4096)
 def tag_of(keyword: str) -> str:
     return f"{int(tag_for_keyword(keyword) or 0):08X}"
 
@@ -415,6 +424,20 @@ def _materialise(s: Session, lv: str, ids: list[int], keys: list[str],
         for rid, counts in _counts(s, lv, ids).items():
             for k in count_keys:
                 by_id[rid][tag_of(k)] = {"vr": "IS", "Value": [counts[k]]}
+    if lv == "STUDY":  # series attributes of a study (OHIF asks Modality): its first series
+        series_keys = [k for k in other_keys if k in _COLUMNS and _COLUMNS[k][1] == "SERIES"]
+        if series_keys:
+            other_keys = [k for k in other_keys if k not in series_keys]
+            first = (select(Series.study_id, func.min(Series.id).label("sid"))
+                     .where(Series.study_id.in_(ids)).group_by(Series.study_id).subquery())
+            q = (select(first.c.study_id, *[_COLUMNS[k][0].label(k) for k in series_keys])
+                 .join(Series, Series.id == first.c.sid))
+            for row in s.execute(q).mappings():
+                for k in series_keys:
+                    by_id[row["study_id"]][tag_of(k)] = _value_json(k, row[k])
+            for rid in ids:
+                for k in series_keys:
+                    by_id[rid].setdefault(tag_of(k), {"vr": dictionary_VR(k)})
     if other_keys or everything:
         datasets = _representatives(s, lv, ids)
         for rid, js in datasets.items():

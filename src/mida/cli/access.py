@@ -140,4 +140,26 @@ def grants_revoke(grant_id: Annotated[int, typer.Argument(help="Grant id (grants
     console.print(f"grant {grant_id} revoked")
 
 
-__all__ = ["grants_app", "tokens_app", "users_app"]
+def console_login(url_base: str) -> str:
+    """A sign-in link for the node's operator (user ``operator``, created when absent).
+
+    Like Jupyter's startup link: whoever runs ``mida serve`` at the node's
+    console holds its files anyway; the token in the link is an admin token
+    that expires in a day, and its creation is audited.
+    """
+    from sqlalchemy import select
+
+    from mida.catalog.models import User
+
+    with node().catalog().session() as s:
+        if s.scalar(select(User.id).where(User.name == "operator")) is None:
+            identity.add_user(s, "operator", "operator")
+        secret, row = identity.create_token(s, "operator", "admin",
+                                            expires_in=identity.parse_expiry("1d"))
+        token_id = row.id
+    audit("tokens.create", {"id": token_id, "user": "operator", "scope": "admin",
+                            "collection": "*", "reason": "mida serve sign-in link"})
+    return f"{url_base}/login?token={secret}"
+
+
+__all__ = ["console_login", "grants_app", "tokens_app", "users_app"]

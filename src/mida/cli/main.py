@@ -104,6 +104,9 @@ def ingest(
     profile: Annotated[str | None, typer.Option(
         help="De-identification profile of a new collection (see `mida deid profiles`); "
              "MIDA_DEID_PROFILE when omitted. An existing collection keeps its own.")] = None,
+    wait: Annotated[bool, typer.Option(
+        help="Run here with a progress bar; --no-wait queues a job and prints its id "
+             "(follow it with 'mida jobs wait ID').")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest DICOM into the de-identified archive (idempotent; sources untouched)."""
@@ -114,6 +117,17 @@ def ingest(
     for p in paths:
         if not p.exists():
             raise MidaError(f"no such file or folder: {p}")
+    if not wait:
+        from mida.cli.jobs import queue_and_spawn
+
+        job_id = queue_and_spawn("ingest", {
+            "paths": [str(p.absolute()) for p in paths], "collection": collection,
+            "profile": profile, "owner": "local:console"})
+        if json_out:
+            emit_json({"job_id": job_id, "location": f"/jobs/{job_id}"})
+        else:
+            console.print(f"ingest job {job_id} queued: follow it with 'mida jobs wait {job_id}'")
+        return
     ingestor = Ingestor(node, collection, workers=workers, profile=profile)
     progress = Progress(
         TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(),
@@ -417,6 +431,9 @@ def serve(
     dicom_port: Annotated[int | None, typer.Option(
         help="Also run the DICOM node (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET) on this "
              "port, e.g. 11112; it stops with the web server.")] = None,
+    login: Annotated[bool, typer.Option(
+        help="Print a sign-in link for the pages (an admin token of user 'operator', "
+             "valid one day).")] = True,
 ) -> None:
     """Run the web UI and API (FastAPI) on 127.0.0.1:8000 by default."""
     import uvicorn
@@ -431,6 +448,11 @@ def serve(
 
         dicom = start_dicom_node(node, port=dicom_port, host=host or s.host)
         console.print(f"DICOM node {dicom.ae_title} listening on {dicom.host}:{dicom.port}")
+    if login:
+        from mida.cli.access import console_login
+
+        base = s.public_url.rstrip("/") or f"http://{host or s.host}:{port or s.port}"
+        console.print(f"mida on {base}: sign in with {console_login(base)}", soft_wrap=True)
     try:
         uvicorn.run(create_app(node), host=host or s.host, port=port or s.port,
                     log_level="warning")
