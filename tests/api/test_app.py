@@ -100,3 +100,19 @@ def test_home_page_in_chromium(node: Node, tmp_path: Path) -> None:
         t.join(timeout=10)
     assert 'id="n-instances">1<' in dom
     assert "liver" in dom
+
+
+def test_headers_a_cross_origin_viewer_needs(client: TestClient) -> None:
+    """OHIF runs on another origin, cross-origin isolated: CORS and CORP must allow it."""
+    pre = client.options("/dicomweb/studies", headers={
+        "Origin": "https://viewer.example.org", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] in ("*", "https://viewer.example.org")
+    assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+    r = client.get("/dicomweb/studies", headers={"Origin": "https://viewer.example.org"})
+    assert r.status_code == 200
+    assert r.headers["cross-origin-resource-policy"] == "cross-origin"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "access-control-allow-origin" in r.headers
+    assert client.get("/health").headers["cross-origin-resource-policy"] == "cross-origin"

@@ -13,11 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import text
 
 from mida import __version__
-from mida.api.deps import COOKIE, AuditMiddleware, PrincipalDep, SessionDep, require
+from mida.api.deps import (
+    COOKIE,
+    AuditMiddleware,
+    PrincipalDep,
+    SecurityHeadersMiddleware,
+    SessionDep,
+    require,
+)
 from mida.catalog.query import collection_of_uid, collections_overview, list_level, show_uid
 from mida.catalog.service import stats
 from mida.errors import AccessDeniedError, AuthError, ConflictError, MidaError, NotFoundError
@@ -50,14 +57,7 @@ def create_app(node: Node) -> FastAPI:
     app.add_middleware(AuditMiddleware, audit=AuditLog(settings.audit_file,
                                                        fsync=settings.audit_fsync))
 
-    @app.middleware("http")
-    async def _corp(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        # OHIF and other viewers run cross-origin isolated (SharedArrayBuffer):
-        # every resource they load must opt in to being embedded cross-origin.
-        response.headers.setdefault("Cross-Origin-Resource-Policy", "cross-origin")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.exception_handler(AuthError)
     async def _unauthorized(_req: Request, exc: AuthError) -> JSONResponse:

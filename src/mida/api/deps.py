@@ -98,6 +98,35 @@ class AuditMiddleware:
             await anyio.to_thread.run_sync(self.audit.append, "http", detail, actor)
 
 
+class SecurityHeadersMiddleware:
+    """Add the headers every answer carries (pure ASGI: no per-request task switching).
+
+    ``Cross-Origin-Resource-Policy: cross-origin`` lets viewers such as OHIF,
+    which run cross-origin isolated (SharedArrayBuffer), load what mida serves.
+    """
+
+    HEADERS = ((b"cross-origin-resource-policy", b"cross-origin"),
+               (b"x-content-type-options", b"nosniff"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in self.HEADERS if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 def _is_open(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in OPEN_PATHS) or path == "/favicon.ico"
 
@@ -107,6 +136,7 @@ __all__ = [
     "OPEN_PATHS",
     "AuditMiddleware",
     "PrincipalDep",
+    "SecurityHeadersMiddleware",
     "SessionDep",
     "get_principal",
     "get_session",
