@@ -92,8 +92,11 @@ from mida.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-#: Seconds between commits of a storing association's pending catalog rows.
-FLUSH_INTERVAL = 1.0
+#: Seconds between commits of a storing association's pending catalog rows. 0 (the
+#: default) commits each instance before its C-STORE succeeds: a peer told "stored" may
+#: delete its copy, so a crash must not leave the blob unindexed (``mida fsck --repair``
+#: removes unindexed blobs). A positive value batches commits, about 10 % faster.
+FLUSH_INTERVAL = 0.0
 #: Most C-FIND matches returned (the rest are dropped and the audit entry says so).
 FIND_LIMIT = 10_000
 #: Most presentation contexts proposed to a C-MOVE destination (PS3.8 allows 128).
