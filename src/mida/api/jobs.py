@@ -34,7 +34,9 @@ class PullRequest(BaseModel):
     pacs: str = Field(min_length=1, description="A PACS added with 'mida pacs add'.")
     query: str = Field(default="", description="e.g. 'Modality=CT StudyDate=20240101-20241231'")
     collection: str = Field(min_length=1, max_length=128)
-    method: str = Field(default="get", pattern="^(get|move)$")
+    method: str | None = Field(default=None, pattern="^(get|move)$",
+                               description="Default: the PACS's configured method.")
+    refresh: bool = Field(default=False, description="Pull studies already pulled again.")
 
 
 def _visible(p: Principal, job: Job | None) -> Job:
