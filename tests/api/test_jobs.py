@@ -93,3 +93,18 @@ def test_a_running_ingest_stops_on_cancel_and_keeps_what_it_indexed(node: Node,
         assert 2 <= job.counts["stored"] < 6
     again = Ingestor(node, "c1", workers=1).run([tmp_path / "in"])  # resumes: the rest arrives
     assert again.stored + job.counts["stored"] == 6
+
+
+def test_a_pull_query_never_reaches_the_catalog_logs_or_audit(node: Node) -> None:
+    """A query may name a patient (PatientID=...): only its keys are recorded."""
+    client = TestClient(create_app(node), headers=bearer(make_token(node)))
+    r = client.post("/api/pull", json={"pacs": "nowhere", "collection": "c1",
+                                       "query": "PatientID=A123456789 Modality=CT"})
+    assert r.status_code == 202
+    body = _wait(client, r.headers["location"])
+    assert body["status"] == "failed" and "nowhere" in (body["error"] or "")
+    assert body["params"]["query"] is None
+    assert body["params"]["query_keys"] == ["Modality", "PatientID"]
+    home = node.settings.home
+    for path in [*home.rglob("*.log"), *home.rglob("*.jsonl"), *home.glob("catalog.sqlite*")]:
+        assert b"A123456789" not in path.read_bytes(), path

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from mida.api.deps import PrincipalDep, SessionDep, require
 from mida.catalog.models import Job
 from mida.catalog.service import cancel_job, get_collection, job_view, queue_job, reap_jobs
+from mida.cli.jobs import private_query
 from mida.compute import spawn_job
 from mida.errors import NotFoundError
 from mida.sharing.identity import Principal
@@ -45,8 +46,9 @@ def _visible(p: Principal, job: Job | None) -> Job:
     return job
 
 
-def _accepted(request: Request, response: Response, job: Job) -> dict[str, Any]:
-    spawn_job(request.app.state.node.settings, job.id)
+def _accepted(request: Request, response: Response, job: Job,
+              private: dict[str, str] | None = None) -> dict[str, Any]:
+    spawn_job(request.app.state.node.settings, job.id, private)
     response.status_code = 202
     response.headers["Location"] = f"/jobs/{job.id}"
     return job_view(job)
@@ -71,9 +73,10 @@ def start_pull(body: PullRequest, request: Request, response: Response, s: Sessi
     except NotFoundError:
         cid = None  # a new collection: node-wide write is needed to create it
     require(p, "write", cid)
-    job = queue_job(s, "pull", {**body.model_dump(), "owner": p.actor}, owner=p.actor)
+    params, private = private_query({**body.model_dump(), "owner": p.actor})
+    job = queue_job(s, "pull", params, owner=p.actor)
     s.commit()
-    return _accepted(request, response, job)
+    return _accepted(request, response, job, private)
 
 
 @router.get("/jobs", operation_id="list_jobs")

@@ -20,6 +20,16 @@ from mida.errors import MidaError, NotFoundError
 jobs_app = typer.Typer(no_args_is_help=True, help="Long jobs: list, show, wait, cancel.")
 
 FINAL = ("done", "failed", "cancelled", "interrupted")
+#: A pull's query may carry identifiers (PatientID=...): it travels to the job's process in
+#: this environment variable; the job record keeps only the query's keys.
+QUERY_ENV = "MIDA_JOB_QUERY"
+
+
+def private_query(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split a pull's params into what the job record keeps and what only the process sees."""
+    query = str(params.get("query") or "")
+    keys = sorted({part.split("=", 1)[0] for part in query.split() if "=" in part})
+    return {**params, "query": None, "query_keys": keys}, {QUERY_ENV: query}
 
 
 def _job(job_id: int) -> dict[str, Any]:
@@ -111,9 +121,11 @@ def _run_ingest(n: Any, job_id: int, params: dict[str, Any]) -> None:
 
 
 def _run_pull(n: Any, job_id: int, params: dict[str, Any]) -> None:
+    import os
+
     from mida.net.pull import run_pull_job
 
-    run_pull_job(n, job_id, params)
+    run_pull_job(n, job_id, {**params, "query": os.environ.get(QUERY_ENV, "")})
 
 
 RUNNERS = {"ingest": _run_ingest, "pull": _run_pull}
@@ -158,10 +170,21 @@ def queue_and_spawn(kind: str, params: dict[str, Any]) -> int:
     from mida.compute import spawn_job
 
     n = node()
+    private: dict[str, str] = {}
+    if kind == "pull":
+        params, private = private_query(params)
     with n.catalog().session() as s:
         job_id = queue_job(s, kind, params, owner=params.get("owner")).id
-    spawn_job(n.settings, job_id)
+    spawn_job(n.settings, job_id, private)
     return job_id
 
 
-__all__ = ["FINAL", "RUNNERS", "jobs_app", "queue_and_spawn", "wait_for"]
+__all__ = [
+    "FINAL",
+    "QUERY_ENV",
+    "RUNNERS",
+    "jobs_app",
+    "private_query",
+    "queue_and_spawn",
+    "wait_for",
+]

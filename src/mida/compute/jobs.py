@@ -25,9 +25,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn_job(settings: Settings, job_id: int) -> int:
-    """Start ``mida jobs run job_id`` detached; returns its pid."""
-    env = {**os.environ, **settings_env(settings)}
+def spawn_job(settings: Settings, job_id: int, private: dict[str, str] | None = None) -> int:
+    """Start ``mida jobs run job_id`` detached; returns its pid.
+
+    ``private`` values (e.g. a PACS query that may name a patient) reach the job's
+    process through its environment only, never the catalog, logs or job view.
+    """
+    env = {**os.environ, **settings_env(settings), **(private or {})}
     log_dir = settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"job-{job_id}.log", "ab") as out:
