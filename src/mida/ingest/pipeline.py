@@ -206,7 +206,8 @@ class Ingestor:
                 writer.add(outcome)
                 if time.monotonic() - last >= self.progress_every:
                     last = time.monotonic()
-                    writer.flush()
+                    # No writer flush here: commits stay one per batch, so which inputs
+                    # are seen as already stored does not depend on the clock.
                     with self.catalog.session() as s:
                         cancel = update_job(s, job_id, done=summary.inputs,
                                             counts=summary.as_dict())
