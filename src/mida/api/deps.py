@@ -50,9 +50,7 @@ def get_principal(request: Request) -> Principal:
         return cached
     with request.app.state.node.catalog().session() as s:
         principal = authenticate(s, token_of(request))
-    request.state.principal = principal
-    scope_state = request.scope.setdefault("state", {})
-    scope_state["principal"] = principal
+    request.state.principal = principal  # request.state is scope["state"]: the audit reads it
     return principal
 
 

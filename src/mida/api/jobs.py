@@ -16,8 +16,7 @@ from sqlalchemy import select
 from mida.api.deps import PrincipalDep, SessionDep, require
 from mida.catalog.models import Job
 from mida.catalog.service import cancel_job, get_collection, job_view, queue_job, reap_jobs
-from mida.cli.jobs import private_query
-from mida.compute import spawn_job
+from mida.compute.jobs import private_query, spawn_job
 from mida.errors import NotFoundError
 from mida.sharing.identity import Principal
 

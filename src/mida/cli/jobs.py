@@ -15,21 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mida.cli.common import JsonOpt, audit, handle_errors, node
 from mida.cli.output import console, emit_json, kv, table
+from mida.compute.jobs import QUERY_ENV, private_query
 from mida.errors import MidaError, NotFoundError
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Long jobs: list, show, wait, cancel.")
 
 FINAL = ("done", "failed", "cancelled", "interrupted")
-#: A pull's query may carry identifiers (PatientID=...): it travels to the job's process in
-#: this environment variable; the job record keeps only the query's keys.
-QUERY_ENV = "MIDA_JOB_QUERY"
-
-
-def private_query(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Split a pull's params into what the job record keeps and what only the process sees."""
-    query = str(params.get("query") or "")
-    keys = sorted({part.split("=", 1)[0] for part in query.split() if "=" in part})
-    return {**params, "query": None, "query_keys": keys}, {QUERY_ENV: query}
 
 
 def _job(job_id: int) -> dict[str, Any]:

@@ -12,8 +12,20 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from mida.config import Settings
+
+#: A pull's query may carry identifiers (PatientID=...): it travels to the job's process in
+#: this environment variable; the job record keeps only the query's keys.
+QUERY_ENV = "MIDA_JOB_QUERY"
+
+
+def private_query(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split a pull's params into what the job record keeps and what only the process sees."""
+    query = str(params.get("query") or "")
+    keys = sorted({part.split("=", 1)[0] for part in query.split() if "=" in part})
+    return {**params, "query": None, "query_keys": keys}, {QUERY_ENV: query}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -43,4 +55,4 @@ def spawn_job(settings: Settings, job_id: int, private: dict[str, str] | None = 
     return proc.pid
 
 
-__all__ = ["settings_env", "spawn_job"]
+__all__ = ["QUERY_ENV", "private_query", "settings_env", "spawn_job"]
