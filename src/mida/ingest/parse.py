@@ -14,7 +14,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import UID, AllTransferSyntaxes
 
 from mida.errors import QuarantineError, QuarantineReason
 
@@ -102,7 +102,9 @@ def validate(ds: Dataset, *, quarantine_documents: bool = True) -> None:
         if not UID(str(ds[keyword].value)).is_valid:
             raise _q(QuarantineReason.BAD_VR, f"{keyword} is not a valid UID")
     ts = _transfer_syntax(ds)
-    if ts is not None and not ts.is_transfer_syntax:
+    # AllTransferSyntaxes is pydicom's own static list; UID.is_transfer_syntax reads the UID
+    # dictionary, which pynetdicom extends on import, so the answer would depend on import order.
+    if ts is not None and ts not in AllTransferSyntaxes:
         shown = str(ts)[:64] if ts.is_valid else "a malformed UID"
         raise _q(
             QuarantineReason.UNSUPPORTED_TRANSFER_SYNTAX,
