@@ -105,3 +105,43 @@ def make_token(node: Any, user: str = "alice", role: str = "admin", scope: str =
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def write_ct_series(folder: Path, *, slices: int = 6, size: int = 32, spacing: float = 0.8,
+                    thickness: float = 2.5, study_uid: str | None = None,
+                    series_uid: str | None = None, for_uid: str | None = None,
+                    origin: tuple[float, float, float] = (-12.0, -12.0, -30.0),
+                    **overrides: Any) -> dict[str, Any]:
+    """An axial CT series with planted PHI and a bright sphere in the middle (>= 100 HU).
+
+    Slices are written in reverse order (files on disk are not sorted by position).
+    Returns the original UIDs (``study``, ``series``, ``for``, ``sops`` in slice order
+    from inferior to superior), ``origin``, ``spacing`` and the sphere ``truth``
+    (boolean ``[slice, row, column]``).
+    """
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    for_uid = for_uid or generate_uid()
+    zz, yy, xx = np.mgrid[0:slices, 0:size, 0:size]
+    c = (slices - 1) / 2, (size - 1) / 2, (size - 1) / 2
+    r_mm = min(slices * thickness, size * spacing) / 3
+    dist = np.sqrt(((zz - c[0]) * thickness) ** 2 + ((yy - c[1]) * spacing) ** 2
+                   + ((xx - c[2]) * spacing) ** 2)
+    truth = dist <= r_mm
+    hu = np.where(truth, 200, -50).astype(np.int16) + (xx % 3).astype(np.int16)
+    sops = [generate_uid() for _ in range(slices)]
+    for k in reversed(range(slices)):
+        ds = make_dataset(StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid,
+                          FrameOfReferenceUID=for_uid, SOPInstanceUID=sops[k],
+                          InstanceNumber=k + 1, **overrides)
+        ds.Rows = ds.Columns = size
+        ds.PixelSpacing = [spacing, spacing]
+        ds.SliceThickness = thickness
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * thickness]
+        ds.PixelData = (hu[k] + 1024).astype(np.int16).tobytes()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        write(folder / f"{k:03d}.dcm", ds)
+    return {"study": study_uid, "series": series_uid, "for": for_uid, "sops": sops,
+            "origin": origin, "spacing": (thickness, spacing, spacing), "truth": truth,
+            "size": size, "slices": slices}

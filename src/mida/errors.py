@@ -145,3 +145,15 @@ __all__ = [
     "StorageError",
     "UnsafeArchiveError",
 ]
+
+
+class AnnotationError(MidaError):
+    """An annotation, label schema or annotation file is invalid or conflicts with the catalog."""
+
+
+class SchemaError(AnnotationError):
+    """A label schema file is malformed or conflicts with a stored version."""
+
+
+class GeometryMismatchError(AnnotationError):
+    """An annotation's grid (shape, spacing, origin, direction) does not fit its series."""

@@ -44,6 +44,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
+        list[str]: JSON,
         dt.datetime: DateTime(timezone=True),
     }
 
@@ -273,9 +274,118 @@ class PullItem(Base):
     updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class LabelSchema(Base):
+    """One version of a label set (:mod:`mida.annotations.schema`); never edited once added."""
+
+    __tablename__ = "label_schema"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AnnotationTask(Base):
+    """A multi-reader worklist over a collection (:mod:`mida.annotations.tasks`)."""
+
+    __tablename__ = "annotation_task"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id"), index=True)
+    schema_id: Mapped[int] = mapped_column(ForeignKey("label_schema.id"))
+    readers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    per_case: Mapped[int] = mapped_column(Integer, default=1)
+    blinded: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class TaskCase(Base):
+    """One case (a series) of a task."""
+
+    __tablename__ = "task_case"
+    __table_args__ = (UniqueConstraint("task_id", "series_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("annotation_task.id"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="reading")
+
+
+class TaskAssignment(Base):
+    """Who works on a case and in which step: ``read``, ``review`` or ``adjudicate``."""
+
+    __tablename__ = "task_assignment"
+    __table_args__ = (UniqueConstraint("case_id", "reader", "step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("task_case.id"), index=True)
+    reader: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(16), default="read")
+    state: Mapped[str] = mapped_column(String(16), default="assigned")
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Annotation(Base):
+    """The identity of one annotation: what it is about, who made it, with which label.
+
+    Its content lives in :class:`AnnotationRevision` rows; an edit adds a revision and
+    never overwrites one. ``uid`` is a DICOM UID (used as the tracking UID on export).
+    """
+
+    __tablename__ = "annotation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collection.id"), index=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    series_id: Mapped[int | None] = mapped_column(ForeignKey("series.id"), index=True)
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("instance.id"))
+    frame: Mapped[int | None] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(16))
+    schema_id: Mapped[int] = mapped_column(ForeignKey("label_schema.id"))
+    label: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    reader: Mapped[str] = mapped_column(String(64), index=True)
+    reader_kind: Mapped[str] = mapped_column(String(8), default="person")
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("annotation_task.id"), index=True)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AnnotationRevision(Base):
+    """One immutable revision of an annotation.
+
+    ``data`` holds the geometry or value (box, polygon points, class value,
+    measurement, de-identified text); a mask is a blob (``mask_sha256``) whose
+    ``geometry`` ties it to the series: shape, origin, spacing, direction and the
+    SOP Instance UID of every slice.
+    """
+
+    __tablename__ = "annotation_revision"
+    __table_args__ = (UniqueConstraint("annotation_id", "revision"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotation.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mask_sha256: Mapped[str | None] = mapped_column(String(64))
+    geometry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    author: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 Index("ix_study_patient_date", Study.patient_id, Study.StudyDate)
 
 __all__ = [
+    "Annotation",
+    "AnnotationRevision",
+    "AnnotationTask",
     "ApiToken",
     "Base",
     "Collection",
@@ -284,11 +394,14 @@ __all__ = [
     "Instance",
     "Institution",
     "Job",
+    "LabelSchema",
     "Patient",
     "Provenance",
     "PullItem",
     "QuarantineEntry",
     "Series",
     "Study",
+    "TaskAssignment",
+    "TaskCase",
     "User",
 ]

@@ -22,6 +22,7 @@ from rich.progress import (
 from mida import __version__
 from mida.cli import common
 from mida.cli.access import grants_app, tokens_app, users_app
+from mida.cli.annotations import annotations_app, labels_app
 from mida.cli.deid import app as deid_app
 from mida.cli.dimse import aes_app, scp_command
 from mida.cli.jobs import jobs_app
@@ -47,6 +48,8 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(aes_app, name="aes")
 app.command("scp")(scp_command)
 app.add_typer(pacs_app, name="pacs")
+app.add_typer(labels_app, name="labels")
+app.add_typer(annotations_app, name="annotations")
 
 JsonOpt = common.JsonOpt
 handle_errors = common.handle_errors
