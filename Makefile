@@ -29,6 +29,7 @@ run: install
 	$(BIN)/mida init --institution DEMO --name "Demo Hospital" --exist-ok
 	@test -f $(SAMPLE_DIR)/phi_manifest.json || $(BIN)/mida sample $(SAMPLE_DIR) --patients $(SAMPLE_PATIENTS)
 	$(BIN)/mida ingest $(SAMPLE_DIR) --collection sample
+	$(BIN)/mida labels add docs/examples/labels/ct-liver.yaml
 	$(BIN)/mida stats
 	$(BIN)/mida serve
 

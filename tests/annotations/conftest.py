@@ -37,7 +37,7 @@ SCHEMA = {
                      "CodeMeaning": "Lesion"}},
         {"name": "lirads", "type": "classification", "level": "study",
          "values": ["LR-1", "LR-2", "LR-3", "LR-4", "LR-5"], "key": "l",
-         "concept": {"CodeValue": "RID50296", "CodingSchemeDesignator": "RADLEX",
+         "concept": {"CodeValue": "LIRADS", "CodingSchemeDesignator": "99MIDA",
                      "CodeMeaning": "LI-RADS category"}},
         {"name": "diameter", "type": "measurement", "measure": "length",
          "concept": {"CodeValue": "410668003", "CodingSchemeDesignator": "SCT",

@@ -182,3 +182,11 @@ def test_original_uids_map_through_the_node_pseudonyms(ct_case: CtCase) -> None:
         # without the key, an original UID is not found
         with pytest.raises(NotFoundError):
             store.UidMapper(s).series(ct_case.original["series"])
+
+
+def test_shipped_example_schema_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    schema = load_schema_file(root / "docs" / "examples" / "labels" / "ct-liver.yaml")
+    assert schema.ref == "ct-liver@1.0.0"
+    assert {lb.type for lb in schema.labels} == {"mask", "bbox", "polygon", "classification",
+                                                 "measurement", "text"}

@@ -18,7 +18,7 @@ RadLex, DCM...), a type, the values it may take and a colour::
         type: classification
         level: study          # study | series | image
         values: [LR-1, LR-2, LR-3, LR-4, LR-5]
-        concept: {CodeValue: RID50296, CodingSchemeDesignator: RADLEX, CodeMeaning: LI-RADS}
+        concept: {CodeValue: LIRADS, CodingSchemeDesignator: 99MIDA, CodeMeaning: LI-RADS category}
 
 A schema version, once added, is immutable: adding different content under the
 same name and version is refused; adding identical content again is a no-op.
