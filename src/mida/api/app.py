@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from mida import __version__
@@ -31,7 +32,7 @@ from mida.errors import AccessDeniedError, AuthError, ConflictError, MidaError, 
 from mida.node import Node
 from mida.sharing import AuditLog
 from mida.sharing.identity import DENIED, Principal
-from mida.web import templates
+from mida.web import STATIC_DIR, templates
 
 
 def _restricted(request: Request) -> bool:
@@ -82,6 +83,11 @@ def create_app(node: Node) -> FastAPI:
     async def _bad(_req: Request, exc: MidaError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    from mida.api import annotations
+
+    app.include_router(annotations.router)  # before /api/{level}, which would shadow it
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/health", operation_id="health", tags=["node"])
     def health(s: SessionDep) -> dict[str, Any]:
         checks: dict[str, str] = {}
@@ -102,11 +108,17 @@ def create_app(node: Node) -> FastAPI:
                 **checks}
 
     @app.get("/login", operation_id="login", tags=["node"], include_in_schema=False)
-    def login(token: str, s: SessionDep) -> RedirectResponse:
+    def login(request: Request, s: SessionDep, token: str | None = None,
+              next: str = "/") -> Response:
         from mida.sharing.identity import authenticate
 
+        if not token:
+            return templates.TemplateResponse(request, "login.html",
+                                              {"version": __version__, "next": next},
+                                              status_code=401)
         authenticate(s, token)  # 401 for a bad token, before any cookie is set
-        r = RedirectResponse("/", status_code=303)
+        local = next.startswith("/") and not next.startswith(("//", "/\\"))
+        r = RedirectResponse(next if local else "/", status_code=303)
         r.set_cookie(COOKIE, token, httponly=True, samesite="strict",
                      secure=settings.base_url.startswith("https"))
         return r
