@@ -405,6 +405,8 @@ def test_annotate_page_and_sign_in(world: World) -> None:
     page = world.client("ann").get("/annotate")
     assert page.status_code == 200 and 'data-user="ann"' in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
+    audited = len(AuditLog(world.node.settings.audit_file).entries())
     js = anon.get("/static/annotate.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     assert anon.get("/static/annotate.css").status_code == 200
+    assert len(AuditLog(world.node.settings.audit_file).entries()) == audited  # no data: no audit

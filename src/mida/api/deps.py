@@ -1,7 +1,7 @@
 """Request plumbing shared by every route: sessions, the caller, and the access audit.
 
 Every route except the open ones (:data:`OPEN_PATHS`: health, the OpenAPI
-schema and its pages, login) needs a valid token, sent as
+schema and its pages, login, the static files of the pages) needs a valid token, sent as
 ``Authorization: Bearer <token>`` or, for the browser pages, in the
 ``mida_token`` cookie that ``/login`` sets. :class:`AuditMiddleware` writes one
 audit entry per such request: who, method, path (UIDs there are pseudonyms),
@@ -23,7 +23,8 @@ from mida.errors import AccessDeniedError
 from mida.sharing import AuditLog
 from mida.sharing.identity import DENIED, Principal, authenticate
 
-OPEN_PATHS = ("/health", "/docs", "/redoc", "/openapi.json", "/login", "/docs/oauth2-redirect")
+OPEN_PATHS = ("/health", "/docs", "/redoc", "/openapi.json", "/login", "/docs/oauth2-redirect",
+              "/static")  # the pages' scripts and styles: no data, no token
 COOKIE = "mida_token"
 
 

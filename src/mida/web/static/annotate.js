@@ -295,6 +295,14 @@ function paint(from, to) {
   state.maskAnn.set(state.label, { ...m, dirty: true });
 }
 
+function harden(c) {  // show exactly what is saved: a pixel is in the mask or not
+  const g = c.getContext("2d");
+  const img = g.getImageData(0, 0, c.width, c.height);
+  const a = img.data;
+  for (let i = 3; i < a.length; i += 4) a[i] = a[i] >= 128 ? 255 : 0;
+  g.putImageData(img, 0, 0);
+}
+
 function paintRuns(label, k, runs) {
   const c = maskCanvas(label, k);
   const g = c.getContext("2d");
@@ -380,6 +388,7 @@ canvas.addEventListener("pointermove", (e) => {
 
 canvas.addEventListener("pointerup", () => {
   canvas.classList.remove("panning");
+  if (state.drag?.stroke) harden(maskCanvas(state.label, state.k));
   state.drag = null;
   const d = state.draft;
   if (d?.kind === "bbox") {
@@ -473,7 +482,8 @@ function targetOf(k, level) {
 
 async function saveOne(rec, status, content, create) {
   if (rec.uid) {
-    if (!rec.dirty && rec.status === status) return false;
+    // untouched annotations change only to be submitted (a draft never un-submits one)
+    if (!rec.dirty && !(status === "submitted" && rec.status === "draft")) return false;
     const v = await post(`/api/annotations/${rec.uid}/revisions`, rec.dirty ? { ...content, status } : { status });
     Object.assign(rec, { status: v.status, dirty: false });
     return true;
