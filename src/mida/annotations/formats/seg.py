@@ -16,7 +16,7 @@ that can be placed neither way is an error naming the source's pseudonym.
   the Maximum Fractional Value (``value >= 0.5 * max``), recorded in the
   provenance; LABELMAP segments are the pixels equal to the segment number.
 * A segment that is empty (after thresholding) is not imported: it gets a line
-  in ``skipped``.
+  in ``skipped`` (a file of empty segments imports nothing, and says why).
 * Tiled whole-slide microscopy segmentations are refused with an error: a slide
   pyramid has no slice grid, which is what mida ties masks to.
 
@@ -176,14 +176,14 @@ def _derive(items: Sequence[FileItem], name: str, description: str) -> tuple[Sch
         candidate, n = base, 2
         while candidate in labels:
             lb = labels[candidate]
-            if lb["type"] == it.type and (lb["concept"] == (it.concept or _generic()).model_dump()
-                                          and lb.get("level") == it.level):
+            concept = (it.concept or generic_code()).model_dump()
+            if lb["type"] == it.type and lb["concept"] == concept and lb.get("level") == it.level:
                 break
             candidate = f"{base[:60]}-{n}"
             n += 1
         if candidate not in labels:
             body: dict[str, Any] = {"name": candidate, "type": it.type,
-                                    "concept": (it.concept or _generic()).model_dump(),
+                                    "concept": (it.concept or generic_code()).model_dump(),
                                     "description": it.description[:200]}
             if it.category is not None:
                 body["category"] = it.category.model_dump()
@@ -210,7 +210,7 @@ def _derive(items: Sequence[FileItem], name: str, description: str) -> tuple[Sch
     return schema, assigned
 
 
-def _generic() -> Code:
+def generic_code() -> Code:
     return Code(CodeValue="123037004", CodingSchemeDesignator="SCT",
                 CodeMeaning="Anatomical Structure")
 
@@ -604,7 +604,7 @@ def import_path(node: Node, path: Path, options: ImportOptions) -> ImportResult:
                                       + (" after thresholding" if seg_type == "FRACTIONAL"
                                          else "") + ": nothing to import")
         if not kept:
-            raise AnnotationError(f"every segment of {path.name} is empty: nothing to import")
+            return result  # every segment empty: the skipped lines say so
         row, schema, names = resolve_labels(
             s, [it for _, it, _ in kept], options, sha=sha, prefix="seg",
             description="Derived from the segments of an imported DICOM SEG")
