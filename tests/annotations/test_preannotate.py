@@ -152,7 +152,7 @@ def test_a_model_with_several_labels_stores_only_the_asked_one(ct_case: CtCase,
                                                               extra_models: Any) -> None:
     node = ct_case.node
     with node.catalog().session() as s:
-        with pytest.raises(AnnotationError, match="slicer.*unusable prediction.*LR-1, LR-2"):
+        with pytest.raises(AnnotationError, match=r"slicer.*unusable prediction.*LR-1, LR-2"):
             models.preannotate(s, node.store(), model="slicer", schema="liver",
                                label="lirads", series=[ct_case.series_uid],
                                params={"grade": "LR-9"})

@@ -28,6 +28,7 @@ from mida.cli.dimse import aes_app, scp_command
 from mida.cli.jobs import jobs_app
 from mida.cli.output import console, emit_json, err_console, kv, table
 from mida.cli.pacs import pacs_app
+from mida.cli.tasks import models_app, tasks_app
 from mida.errors import MidaError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -50,6 +51,8 @@ app.command("scp")(scp_command)
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(labels_app, name="labels")
 app.add_typer(annotations_app, name="annotations")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(models_app, name="models")
 
 JsonOpt = common.JsonOpt
 handle_errors = common.handle_errors
