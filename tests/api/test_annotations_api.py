@@ -57,6 +57,10 @@ class World:
 
 @pytest.fixture
 def world(node: Node, tmp_path: Path) -> World:
+    return make_world(node, tmp_path)
+
+
+def make_world(node: Node, tmp_path: Path) -> World:
     info = ingest_ct(node, tmp_path / "ct", "ct")
     other = ingest_ct(node, tmp_path / "other", "other", slices=2, size=16)
     p = Pseudonymizer(node.key())
@@ -157,6 +161,22 @@ def test_worklist_lists_readable_series_then_task_assignments(world: World) -> N
     assert it["schema"] == "liver@1.0.0" and it["SeriesInstanceUID"] == world.series
     assert it["StudyInstanceUID"] == world.study and it["Modality"] == "CT" and it["slices"] == 6
     assert world.client("rae").get("/api/worklist").json()["mode"] == "series"
+
+
+def test_worklist_listing_and_masks_on_each_catalog_backend(any_node: Node,
+                                                            tmp_path: Path) -> None:
+    """The SQL behind the worklist, the blinded listing and masks, on SQLite and PostgreSQL."""
+    w = make_world(any_node, tmp_path)
+    assert [x["slices"] for x in w.client("ann").get("/api/worklist").json()["data"]] == [6]
+    task = make_task(w, {"ann": "read", "bob": "read"})
+    assert w.client("ann").get("/api/worklist").json()["data"][0]["task"]["id"] == task
+    for who in ("ann", "bob"):
+        r = w.client(who).post("/api/annotations", json=mask_body(w, w.truth, task=task))
+        assert r.status_code == 201, r.text
+    mine = w.client("ann").get("/api/annotations", params={"series": w.series}).json()["data"]
+    assert [x["reader"] for x in mine] == ["ann"]
+    got = w.client("ann").get(f"/api/annotations/{mine[0]['uid']}/mask").json()
+    assert np.array_equal(decode_rle_slices(got, (6, 32, 32)), w.truth)
 
 
 def make_task(w: World, people: dict[str, str], blinded: bool = True) -> int:

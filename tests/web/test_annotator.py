@@ -2,7 +2,8 @@
 
 A reader signs in through the /login form, opens the case from the worklist,
 scrolls slices, zooms and pans, draws a box, picks the lesion label by its
-shortcut key, paints a brush stroke and submits; the API then holds both
+shortcut key, paints a brush stroke (and undoes a stray one), outlines a polygon
+and submits; the API then holds the
 annotations, in image pixels, submitted by that reader. A screenshot is left in
 ``$MIDA_TEST_ARTIFACTS_DIR`` (``.ci/run`` sets it) or the test's temporary folder.
 """
@@ -148,8 +149,22 @@ def test_annotate_in_a_browser(node: Node, tmp_path: Path, chromium: Path) -> No
             page.mouse.move(*_screen(page, (44.5, 45.5)), steps=8)
             page.mouse.up()
 
+            # a stray stroke, undone with Ctrl+Z
+            page.mouse.move(*_screen(page, (40.5, 35.5)))
+            page.mouse.down()
+            page.mouse.move(*_screen(page, (55.5, 35.5)), steps=4)
+            page.mouse.up()
+            page.keyboard.press("Control+z")
+
+            # a polygon: 'p' picks the outline label; click the points, Enter closes it
+            page.keyboard.press("p")
+            expect(page.get_by_test_id("tool-polygon")).to_have_attribute("aria-pressed", "true")
+            for xy in ((50, 5), (60, 5), (55, 12)):
+                page.mouse.click(*_screen(page, xy))
+            page.keyboard.press("Enter")
+
             page.get_by_test_id("submit").click()
-            expect(page.get_by_test_id("status")).to_have_text("Submitted: 2 annotations.")
+            expect(page.get_by_test_id("status")).to_have_text("Submitted: 3 annotations.")
             page.screenshot(path=str(_artifacts(tmp_path) / "annotator.png"))
 
             # later: the page shows what was saved, and an edit adds a revision
@@ -175,11 +190,14 @@ def test_annotate_in_a_browser(node: Node, tmp_path: Path, chromium: Path) -> No
         listed = requests.get(f"{base}/api/annotations", params={"series": series},
                               headers=bearer(token), timeout=30).json()["data"]
         by_label = {a["label"]: a for a in listed}
-        assert sorted(by_label) == ["lesion", "nodule-box"] and len(listed) == 2
+        assert sorted(by_label) == ["lesion", "nodule-box", "outline"] and len(listed) == 3
         for a in listed:
             assert a["reader"] == "ann" and a["reader_kind"] == "person"
             assert a["schema"] == "liver@1.0.0"
-        assert by_label["nodule-box"]["status"] == "submitted"
+        assert by_label["nodule-box"]["status"] == by_label["outline"]["status"] == "submitted"
+        outline = by_label["outline"]
+        assert outline["target"]["SOPInstanceUID"] == sops[k]
+        assert np.allclose(outline["data"]["points"], [[50, 5], [60, 5], [55, 12]], atol=1.0)
         assert (by_label["lesion"]["revision"], by_label["lesion"]["status"]) == (2, "draft")
         nb = by_label["nodule-box"]
         assert nb["target"]["SOPInstanceUID"] == sops[k]
@@ -191,7 +209,7 @@ def test_annotate_in_a_browser(node: Node, tmp_path: Path, chromium: Path) -> No
     first, edited = masks
     assert list(np.flatnonzero(first.any(axis=(1, 2)))) == [k]  # the slice on screen only
     assert first[k, 45, 21:44].all()  # along the stroke (brush 4 px wide, row 45)
-    assert not first[k, :40].any() and not first[k, 51:].any()
+    assert not first[k, :40].any() and not first[k, 51:].any()  # the stray stroke was undone
     assert edited[k, 20, 21:30].all() and not first[k, 20].any()  # the second stroke
     assert np.array_equal(edited[k, 30:], first[k, 30:])  # the first one kept
     assert problems == []

@@ -255,7 +255,8 @@ def _image_slices() -> Any:
     """Per series: the number of image frames (slices of its grid)."""
     return (select(Instance.series_id.label("series_id"),
                    func.sum(func.coalesce(Instance.NumberOfFrames, 1)).label("slices"))
-            .where(Instance.Rows.is_not(None), Instance.SOPClassUID.not_in(NON_IMAGE_CLASSES))
+            .where(Instance.Rows.is_not(None),
+                   Instance.SOPClassUID.not_in(sorted(NON_IMAGE_CLASSES)))
             .group_by(Instance.series_id).subquery())
 
 

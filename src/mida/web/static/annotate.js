@@ -447,10 +447,12 @@ canvas.addEventListener("wheel", (e) => {
 window.addEventListener("resize", () => { fit(); draw(); });
 
 window.addEventListener("keydown", (e) => {
-  if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+  const t = e.target;
+  if (t instanceof HTMLSelectElement || (t instanceof HTMLInputElement && t.type !== "range")) return;
   const n = state.geo?.shape[0] ?? 1;
   const step = { ArrowUp: 1, ArrowRight: 1, ArrowDown: -1, ArrowLeft: -1,
                  PageUp: Math.max(1, Math.round(n / 10)), PageDown: -Math.max(1, Math.round(n / 10)) }[e.key];
+  if (step && t instanceof HTMLInputElement) return;  // a focused slider steps by itself
   if (step) { showSlice(state.k + step); e.preventDefault(); return; }
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { undo(); e.preventDefault(); return; }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
