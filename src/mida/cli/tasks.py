@@ -330,6 +330,43 @@ def models_ls(json_out: JsonOpt = False) -> None:
           title="pre-annotation models")
 
 
+@annotations_app.command("confirm")
+@handle_errors
+def annotations_confirm(
+    uid: Annotated[str, typer.Argument(help="Annotation UID of a draft (e.g. a model's).")],
+    by: Annotated[str, typer.Option("--by", help="The person confirming it.")],
+    mask: Annotated[Path | None, typer.Option(
+        help="A corrected mask (.npy on the series grid) replacing the draft's.")] = None,
+    value: Annotated[str | None, typer.Option(help="A corrected value.")] = None,
+    comment: Annotated[str, typer.Option(help="A note on the change.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Confirm a draft, or correct it: a new revision (submitted, by you); the draft stays."""
+    from mida.annotations import store
+
+    n = node()
+    with n.catalog().session() as s:
+        ann = store.get(s, uid)
+        if store.latest(s, ann).status != "draft":
+            raise AnnotationError(f"annotation {uid} is not a draft; only drafts are "
+                                  "confirmed (see 'mida annotations show --history')")
+        data, arr = (None, None) if mask is None and value is None else _content(
+            ann.kind, value, None, mask)
+        extra: dict[str, Any] = {}
+        if data is not None or arr is not None:
+            extra["model_version"] = None  # corrected: the content is no longer the model's
+        rev = store.revise(s, n.store(), ann, author=by, status="submitted",
+                           data=data if mask is None else None, mask=arr, comment=comment,
+                           **extra)
+        out = store.view(s, ann, rev)
+    audit("annotations.confirm", {"annotation": uid, "by": by, "revision": out["revision"],
+                                  "corrected": mask is not None or value is not None})
+    if json_out:
+        emit_json(out)
+    else:
+        console.print(f"annotation {uid}: revision {out['revision']} submitted by {by}")
+
+
 @annotations_app.command("agreement")
 @handle_errors
 def annotations_agreement(
