@@ -13,7 +13,7 @@ import pytest
 from pydicom.uid import ComprehensiveSRStorage, generate_uid
 from sqlalchemy.orm import Session
 
-from mida.annotations import store, tasks
+from mida.annotations import models, store, tasks
 from mida.annotations.geometry import series_geometry
 from mida.annotations.schema import parse_schema
 from mida.catalog.models import Series
@@ -39,6 +39,16 @@ class Room:
 
 @pytest.fixture
 def room(node: Node, tmp_path: Path) -> Room:
+    return _make_room(node, tmp_path)
+
+
+@pytest.fixture
+def any_room(any_node: Node, tmp_path: Path) -> Room:
+    """The room on each catalog backend (SQLite and PostgreSQL)."""
+    return _make_room(any_node, tmp_path)
+
+
+def _make_room(node: Node, tmp_path: Path) -> Room:
     """Four CT series (two studies) and an SR series in collection ct; users; the schema."""
     infos = []
     study = generate_uid()
@@ -189,7 +199,8 @@ def _read(s: Session, room: Room, t: tasks.AnnotationTask, c: tasks.TaskCase, re
 
 
 def test_agreeing_readers_finish_the_case_and_disagreeing_ones_go_to_adjudication(
-        room: Room) -> None:
+        any_room: Room) -> None:
+    room = any_room
     node = room.node
     with node.catalog().session() as s:
         t = _create(s, readers=["ann", "bob"], per_case=2)
@@ -249,14 +260,20 @@ def test_agreeing_readers_finish_the_case_and_disagreeing_ones_go_to_adjudicatio
 def test_consensus_adjudication_votes_labels_and_staples_masks(room: Room) -> None:
     node = room.node
     with node.catalog().session() as s:
-        t = _create(s, readers=["ann", "bob", "cat"], per_case=3, dice_threshold=0.9)
+        t = _create(s, readers=["ann", "bob", "cat"], per_case=3, dice_threshold=0.9,
+                    adjudicators=["adj", "rev"])
         c = tasks.get_case(s, t, 1)
         partial = _mask(room, cut=1)
         for r, grade, m in (("ann", "LR-4", _mask(room)), ("bob", "LR-4", _mask(room)),
                             ("cat", "LR-3", partial)):
             _read(s, room, t, c, r, grade, m)
         assert c.state == "adjudication"
+        queue = tasks.worklist(s, node.store(), "adj", t)
+        assert [(w["case"], w["step"]) for w in queue] == [(1, "adjudicate")]
+        with pytest.raises(AnnotationError, match="'dan' is not an adjudicator"):
+            tasks.adjudicate(s, node.store(), t, c, by="dan", consensus=True)
         out = tasks.adjudicate(s, node.store(), t, c, by="adj", consensus=True)
+        assert tasks.worklist(s, node.store(), "adj", t) == []
         made = {store.get(s, u).label: store.latest(s, store.get(s, u)) for u in out["created"]}
         assert made["lirads"].data == {"value": "LR-4"}
         assert made["lirads"].provenance["votes"]["counts"] == {"LR-4": 2, "LR-3": 1}
@@ -318,6 +335,12 @@ def test_worklists_show_each_readers_open_cases(room: Room) -> None:
         tasks.submit(s, node.store(), t, first, "ann")
         assert [w["case"] for w in tasks.worklist(s, node.store(), "ann", t)] == ann_cases[1:]
         assert first.state == "done"  # a single reader cannot disagree
+        for n in ann_cases[1:]:
+            tasks.submit(s, node.store(), t, tasks.get_case(s, t, n), "ann")
+        assert t.state == "open"
+        for n in bob_cases:
+            tasks.submit(s, node.store(), t, tasks.get_case(s, t, n), "bob")
+        assert t.state == "done"  # every case is done
         with pytest.raises(NotFoundError, match=r"has no case 9; its cases are 1\.\.4"):
             tasks.get_case(s, t, 9)
         with pytest.raises(NotFoundError, match="no annotation task 'nope'"):
@@ -348,3 +371,29 @@ def test_agreement_report_over_a_task(room: Room) -> None:
     assert lesion["cases"][0]["pairs"][0]["hd95_mm"] is not None
     assert g.spacing[0] == pytest.approx(2.5)
     assert set(lesion["vs_consensus"]) == {"ann", "bob"}
+
+
+def test_readers_adopt_model_preannotations_and_the_drafts_stay(room: Room) -> None:
+    node = room.node
+    with node.catalog().session() as s:
+        t = _create(s, readers=["ann", "bob"], per_case=2)
+        made = models.preannotate(s, node.store(), model="threshold", schema="liver",
+                                  label="lesion", task="t")
+        assert len(made.created) == 4
+        c = tasks.get_case(s, t, 1)
+        seen = tasks.case_annotations(s, t, c, "ann")
+        assert [v["reader_kind"] for v in seen] == ["model"]
+        draft = seen[0]
+        assert draft["reader"] == "threshold" and draft["status"] == "draft"
+        for reader in ("ann", "bob"):
+            mine = tasks.adopt(s, node.store(), t, c, reader=reader, uid=draft["uid"])
+            assert mine.provenance["from"] == {"annotation": draft["uid"], "revision": 1,
+                                               "model": "threshold", "version": "1"}
+            assert np.array_equal(store.load_mask(node.store(), mine), room.truth)
+            tasks.submit(s, node.store(), t, c, reader)
+        assert c.state == "done"  # both readers took the same mask
+        model_ann = store.get(s, draft["uid"])
+        assert [r.status for r in store.history(s, model_ann)] == ["draft"]
+        with pytest.raises(AnnotationError, match="not a model pre-annotation of case 2"):
+            tasks.adopt(s, node.store(), t, tasks.get_case(s, t, 2), reader="ann",
+                        uid=draft["uid"])

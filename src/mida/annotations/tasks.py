@@ -119,7 +119,7 @@ def image_series(s: Session, collection_id: int,
                  series_filter: dict[str, str] | None = None) -> list[Series]:
     """The collection's image series, in (study UID, series number, series UID) order."""
     has_image = exists().where(Instance.series_id == Series.id,
-                               Instance.SOPClassUID.not_in(NON_IMAGE_CLASSES))
+                               Instance.SOPClassUID.not_in(sorted(NON_IMAGE_CLASSES)))
     rows = s.execute(
         select(Series, Study).join(Study, Study.id == Series.study_id)
         .where(Study.collection_id == collection_id, has_image)
@@ -349,11 +349,23 @@ def _open_step(s: Session, task: AnnotationTask, case: TaskCase, step: str,
                              step=step, state="assigned"))
 
 
+def _close_if_done(s: Session, case: TaskCase) -> None:
+    """A task whose every case is done is ``done``."""
+    s.flush()
+    task = s.get(AnnotationTask, case.task_id)
+    if task is None:
+        return
+    left = s.scalar(select(func.count()).select_from(TaskCase).where(
+        TaskCase.task_id == task.id, TaskCase.state != "done"))
+    task.state = "done" if not left else "open"
+
+
 def _finish(s: Session, case: TaskCase, state: str) -> None:
     case.state = state
     for a in assignments(s, case):
         if a.step in ("read", "review"):
             a.state = "done"
+    _close_if_done(s, case)
     s.flush()
 
 
@@ -441,6 +453,44 @@ def annotate(s: Session, store: BlobStore, task: AnnotationTask, case: TaskCase,
                                        "case": case.position})
     sync_case(s, store, task, case)
     return rev
+
+
+def adopt(s: Session, store: BlobStore, task: AnnotationTask, case: TaskCase, *,
+          reader: str, uid: str, status: str = "draft") -> AnnotationRevision:
+    """A reader takes a model's pre-annotation of the case as their own annotation.
+
+    The model's draft is copied (label, target, content of its latest
+    revision) into a new annotation by the reader, whose provenance names the
+    source annotation, revision and model version; the draft itself is left
+    as it is. The reader may then revise their copy like any annotation.
+    """
+    if case.state != "reading":
+        raise AnnotationError(f"case {case.position} is in {case.state}, not reading: "
+                              "readers annotate while the case is being read")
+    if _read_assignment(s, case, reader, task).state == "done":
+        raise AnnotationError(f"{reader!r} has finished case {case.position}")
+    if status not in ("draft", "submitted"):
+        raise AnnotationError("a reader's annotation is a draft or submitted")
+    found = [(a, r) for a, r in case_annotations_raw(s, task, case) if a.uid == uid]
+    if not found or found[0][0].reader_kind != "model":
+        raise AnnotationError(f"annotation {uid} is not a model pre-annotation of case "
+                              f"{case.position} of task {task.name!r}")
+    src, rev = found[0]
+    schema_row = s.get(LabelSchema, src.schema_id)
+    assert schema_row is not None
+    mask = ann_store.load_mask(store, rev) if rev.mask_sha256 else None
+    series = s.get(Series, case.series_id)
+    assert series is not None
+    made = ann_store.create(
+        s, store, target=_target_of(s, src), schema=schema_row, label=src.label,
+        reader=reader, data=dict(rev.data), mask=mask,
+        geometry=geometry_of_series(s, series) if mask is not None else None, status=status,
+        task_id=task.id,
+        provenance={"tool": "mida tasks annotate", "task": task.name, "case": case.position,
+                    "from": {"annotation": src.uid, "revision": rev.revision,
+                             "model": src.reader, "version": rev.model_version}})
+    sync_case(s, store, task, case)
+    return made
 
 
 def submit(s: Session, store: BlobStore, task: AnnotationTask, case: TaskCase, reader: str,
@@ -698,6 +748,7 @@ def adjudicate(s: Session, store: BlobStore, task: AnnotationTask, case: TaskCas
         a.state = "done"
     if not any(a.reader == by for a in mine_adj):
         s.add(TaskAssignment(case_id=case.id, reader=by, step="adjudicate", state="done"))
+    _close_if_done(s, case)
     s.flush()
     return {"case": case.position, "method": "accept" if accept else "consensus",
             "accepted": accept, "created": created, "notes": notes}

@@ -203,7 +203,9 @@ def _content(label_type: str, value: str | None, text: str | None,
 def tasks_annotate(
     task: TaskArg, case: CaseOpt,
     reader: Annotated[str, typer.Option(help="The reader.")],
-    label: Annotated[str, typer.Option(help="Schema label.")],
+    label: Annotated[str | None, typer.Option(help="Schema label.")] = None,
+    from_uid: Annotated[str | None, typer.Option(
+        "--from", help="Take this model pre-annotation of the case as your own.")] = None,
     value: Annotated[str | None, typer.Option(help="Classification value or measurement.")
                      ] = None,
     text: Annotated[str | None, typer.Option(help="Free-text finding.")] = None,
@@ -214,22 +216,28 @@ def tasks_annotate(
     submit: Annotated[bool, typer.Option("--submit", help="Store it as submitted.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add a reader's annotation to a case of a task."""
+    """Add a reader's annotation to a case of a task (drafts until 'tasks submit')."""
     from mida.annotations import store, tasks
 
     n = node()
     with n.catalog().session() as s:
         t = tasks.get_task(s, task)
         c = tasks.get_case(s, t, case)
-        lb = tasks.task_schema(s, t).label(label)
-        data, arr = _content(lb.type, value, text, mask)
-        rev = tasks.annotate(s, n.store(), t, c, reader=reader, label=label, data=data,
-                             mask=arr, sop_instance_uid=instance,
-                             status="submitted" if submit else "draft")
+        status = "submitted" if submit else "draft"
+        if from_uid is not None:
+            rev = tasks.adopt(s, n.store(), t, c, reader=reader, uid=from_uid, status=status)
+        elif label is None:
+            raise AnnotationError("give --label (and the content), or --from UID")
+        else:
+            lb = tasks.task_schema(s, t).label(label)
+            data, arr = _content(lb.type, value, text, mask)
+            rev = tasks.annotate(s, n.store(), t, c, reader=reader, label=label, data=data,
+                                 mask=arr, sop_instance_uid=instance, status=status)
         ann = s.get(store.Annotation, rev.annotation_id)
         assert ann is not None
         out = {"uid": ann.uid, "case": case, "status": rev.status, "case_state": c.state}
-    audit("tasks.annotate", {"task": task, "case": case, "reader": reader, "label": label})
+    audit("tasks.annotate", {"task": task, "case": case, "reader": reader, "label": label,
+                             "from": from_uid})
     if json_out:
         emit_json(out)
     else:
