@@ -177,7 +177,8 @@ def _derive(items: Sequence[FileItem], name: str, description: str) -> tuple[Sch
         while candidate in labels:
             lb = labels[candidate]
             concept = (it.concept or generic_code()).model_dump()
-            if lb["type"] == it.type and lb["concept"] == concept and lb.get("level") == it.level:
+            if (lb["type"] == it.type and lb["concept"] == concept
+                    and lb.get("level") == it.level and lb.get("measure") == it.measure):
                 break
             candidate = f"{base[:60]}-{n}"
             n += 1
@@ -222,7 +223,8 @@ def _describe(it: FileItem) -> str:
     return f"{it.key}{code}"
 
 
-def _match(schema: Schema, it: FileItem, label_map: dict[str, str]) -> Label | None:
+def match_label(schema: Schema, it: FileItem, label_map: dict[str, str]) -> Label | None:
+    """The label of ``schema`` an item maps to: --label-map, then concept, then name (or None)."""
     for k in (it.name, slug(it.name), *it.aliases):
         if k and k in label_map:
             lb = schema.label(label_map[k])
@@ -262,7 +264,7 @@ def resolve_labels(s: Session, items: Sequence[FileItem], options: ImportOptions
     out: list[str] = []
     unmatched: list[FileItem] = []
     for it in items:
-        lb = _match(schema, it, options.label_map)
+        lb = match_label(schema, it, options.label_map)
         if lb is None:
             unmatched.append(it)
         else:
@@ -278,6 +280,13 @@ def resolve_labels(s: Session, items: Sequence[FileItem], options: ImportOptions
             + ". Map them with --label-map NAME=LABEL, or import without --schema to derive "
             "one from the file; nothing was imported")
     return row, schema, out
+
+
+def ref_uid(s: Session, mapper: store.UidMapper, uid: str) -> str:
+    """A file's UID for provenance: as is when a mida annotation has it, else its pseudonym."""
+    if s.scalars(select(Annotation.id).where(Annotation.uid == uid)).first() is not None:
+        return uid
+    return mapper.pseudonym(uid)
 
 
 def previous_import(s: Session, sha: str, options: ImportOptions, name: str,
@@ -614,6 +623,8 @@ def import_path(node: Node, path: Path, options: ImportOptions) -> ImportResult:
                  "threshold": f">= {FRACTIONAL_THRESHOLD} x MaximumFractionalValue ({max_frac})"}
                 if seg_type == "FRACTIONAL" else {})
         for (num, _, extra), label in zip(kept, names, strict=True):
+            if extra.get("tracking_uid"):
+                extra = {**extra, "tracking_uid": ref_uid(s, mapper, extra["tracking_uid"])}
             rev = store.create(
                 s, node.store(), target=target, schema=row, label=label, reader=options.reader,
                 reader_kind=options.reader_kind, status=options.status,
