@@ -4,8 +4,9 @@ Registered as ``threshold`` in the ``mida.models`` entry point group. It marks
 the voxels whose modality value (HU on CT) lies in ``[threshold, upper]``
 (``upper`` unbounded by default) and keeps the largest 6-connected component
 (:func:`scipy.ndimage.label`; on equal sizes the one met first in
-``[slice, row, column]`` order). A volume with no voxel in range gives no
-prediction.
+``[slice, row, column]`` order). A volume with no voxel in range, or whose
+largest component has fewer than ``min_voxels`` voxels, gives no prediction.
+The score is the share of the in-range voxels that the kept component holds.
 """
 
 from __future__ import annotations

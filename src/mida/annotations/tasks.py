@@ -22,16 +22,21 @@ A case moves through these states::
 
 **Reading.** A reader annotates the case's series (or its study, for
 study-level labels) with ``task_id`` set (:func:`annotate`, or any tool that
-calls :func:`mida.annotations.store.create` with the task). A reader has
+calls :func:`mida.annotations.store.create` with the task), or takes a model's
+pre-annotation of the case as their own (:func:`adopt`). A reader has
 *submitted* the case when all their annotations in it have status
 ``submitted`` (or ``reviewed``), or after :func:`submit` (``mida tasks submit
 T --case N --reader a``), which submits their drafts and, when they drew
-nothing, records an explicit *nothing found* for the case.
+nothing, records an explicit *nothing found* for the case. So annotate as
+drafts and submit the case once, when finished: a reader whose only
+annotations are already submitted counts as done with the case.
 
-**Blinding** (the default): while reading, a reader sees only their own
-annotations in a case (and any model pre-annotations of the task);
-:func:`case_annotations` shows others' as ``(blinded)`` only to nobody —
-they are left out. Reviewers and adjudicators see every reader's work.
+**Blinding** (the default): a reader of a case sees only their own
+annotations in it, and the task's model pre-annotations
+(:func:`case_annotations`); other readers' are left out, and
+:func:`mida.annotations.store.view` with ``blinded_for`` hides their names
+wherever they are listed. Reviewers and adjudicators see every reader's work
+with names. ``--unblinded`` tasks show everyone everything.
 
 **Disagreement** between readers of a case, label by label: a classification
 label where the readers' values differ (a reader who gave none differs from
