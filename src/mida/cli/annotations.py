@@ -1,8 +1,8 @@
 """``mida labels`` and ``mida annotations``: label schemas, records, import and export.
 
-The multi-reader commands (``mida tasks``, ``mida annotations agreement``) are
-in :mod:`mida.cli.tasks`; model pre-annotation (``mida annotations
-preannotate``, ``mida models``) in :mod:`mida.cli.models`.
+The multi-reader commands (``mida tasks``, ``mida annotations agreement``) and
+model pre-annotation (``mida annotations preannotate``, ``mida models``) are in
+:mod:`mida.cli.tasks`.
 """
 
 from __future__ import annotations
