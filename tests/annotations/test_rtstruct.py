@@ -18,6 +18,8 @@ import pytest
 
 from mida.annotations import store
 from mida.annotations.formats import ImportOptions, import_path
+from mida.annotations.formats.rtstruct import rasterise
+from mida.annotations.geometry import SeriesGeometry, SliceRef
 from mida.deid.pseudonyms import Pseudonymizer
 from mida.errors import GeometryMismatchError, NotFoundError
 from mida.node import Node
@@ -26,7 +28,7 @@ from tests.annotations.test_seg import export_and_read_back, masks_of
 from tests.conftest import shared
 from tests.factories import PHI
 
-pytestmark = [pytest.mark.shared_data, pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 STUDY = "1.2.826.0.1.3680043.8.498.2010020400001.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2010020400001.2.1.1"
@@ -47,6 +49,7 @@ def _expected() -> np.ndarray:
     return want
 
 
+@pytest.mark.shared_data
 def test_closed_contours_fill_the_expected_voxels_and_export_as_seg(node: Node,
                                                                     tmp_path: Path) -> None:
     rt = shared(*RTSTRUCT)
@@ -86,6 +89,7 @@ def _edited(tmp_path: Path, **changes: object) -> Path:
     return out
 
 
+@pytest.mark.shared_data
 def test_a_contour_off_the_slices_is_refused_with_its_position(node: Node,
                                                                tmp_path: Path) -> None:
     _series(node, tmp_path)
@@ -102,6 +106,7 @@ def test_a_contour_off_the_slices_is_refused_with_its_position(node: Node,
         assert store.query(s) == []  # one transaction per file: nothing half-imported
 
 
+@pytest.mark.shared_data
 def test_open_contours_and_empty_rois_are_skipped_with_reasons(node: Node,
                                                                tmp_path: Path) -> None:
     _series(node, tmp_path)
@@ -119,6 +124,7 @@ def test_open_contours_and_empty_rois_are_skipped_with_reasons(node: Node,
     assert "ROI 3 'Isocenter 2' is a point (POINT, ISOCENTER)" in text
 
 
+@pytest.mark.shared_data
 def test_structure_set_of_an_absent_series_names_its_pseudonym(node: Node) -> None:
     with pytest.raises(NotFoundError) as e:
         import_path(node, shared(*RTSTRUCT), "rtstruct", ImportOptions(reader="planner"))
@@ -126,6 +132,7 @@ def test_structure_set_of_an_absent_series_names_its_pseudonym(node: Node) -> No
     assert SERIES not in str(e.value)
 
 
+@pytest.mark.shared_data
 def test_no_phi_from_the_structure_set_reaches_the_catalog(node: Node, tmp_path: Path) -> None:
     _series(node, tmp_path)  # its images carry the planted PHI too
     ds = pydicom.dcmread(shared(*RTSTRUCT), force=True)
@@ -145,3 +152,29 @@ def test_no_phi_from_the_structure_set_reaches_the_catalog(node: Node, tmp_path:
     for blob in blobs:
         for needle in (PHI["name"], PHI["pid"], "Lin^Wen", "Test^Phantom"):
             assert needle.encode() not in blob
+
+
+def test_rasterising_rounds_vertices_to_voxel_centres_and_nests_holes() -> None:
+    """Two slices 2 mm apart, 1 mm pixels: an outer square with a hole on slice 1."""
+    geom = SeriesGeometry(
+        series_uid="1.2.3", study_uid="1.2", frame_of_reference_uid="1.2.4", shape=(2, 12, 12),
+        origin=(0.0, 0.0, 0.0), spacing=(2.0, 1.0, 1.0),
+        direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+        slices=(SliceRef("1.2.5", "1.2.840.10008.5.1.4.1.1.2", 1),
+                SliceRef("1.2.6", "1.2.840.10008.5.1.4.1.1.2", 1)),
+        positions=((0.0, 0.0, 0.0), (0.0, 0.0, 2.0)))
+
+    def contour(x0: float, y0: float, x1: float, y1: float, z: float) -> pydicom.Dataset:
+        c = pydicom.Dataset()
+        c.ContourGeometricType = "CLOSED_PLANAR"
+        c.ContourData = [x0, y0, z, x1, y0, z, x1, y1, z, x0, y1, z]
+        return c
+
+    # vertices 0.4 voxel off the centres round to columns 2..8, rows 1..9
+    mask = rasterise([contour(1.6, 1.4, 8.4, 8.6, 2.0), contour(4, 4, 6, 6, 2.0)], geom, "ROI")
+    want = np.zeros((2, 12, 12), dtype=bool)
+    want[1, 1:10, 2:9] = True
+    want[1, 4:7, 4:7] = False  # the inner contour is a hole
+    assert np.array_equal(mask, want), np.argwhere(mask != want)
+    with pytest.raises(GeometryMismatchError, match=r"1\.000 mm .*from 0\.000 to 2\.000"):
+        rasterise([contour(1, 1, 5, 5, 1.0)], geom, "ROI")

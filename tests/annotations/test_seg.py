@@ -20,12 +20,13 @@ import pytest
 from mida.annotations import store
 from mida.annotations.formats import ExportOptions, ImportOptions, export, import_path
 from mida.annotations.geometry import series_geometry
+from mida.annotations.schema import parse_schema
 from mida.catalog.models import Annotation
 from mida.deid.pseudonyms import Pseudonymizer
 from mida.errors import AnnotationError, GeometryMismatchError, NotFoundError, SchemaError
 from mida.ingest import ingest_paths
 from mida.node import Node
-from tests.annotations.conftest import CtCase
+from tests.annotations.conftest import SCHEMA, CtCase
 from tests.conftest import shared
 from tests.factories import PHI
 
@@ -145,12 +146,14 @@ def test_synthetic_mask_exports_as_valid_seg_and_imports_back(ct_case: CtCase,
     assert np.array_equal(back[uid], ct_case.truth)
     ds = pydicom.dcmread(path)
     desc = ds.SegmentSequence[0]
+    lesion = parse_schema(SCHEMA).label("lesion")
     assert desc.SegmentLabel == "lesion"
-    assert desc.SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"
-    assert desc.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+    assert desc.SegmentedPropertyTypeCodeSequence[0].CodeValue == lesion.concept.CodeValue
+    assert desc.SegmentedPropertyCategoryCodeSequence[0].CodeValue == \
+        lesion.category_code().CodeValue
     assert desc.SegmentAlgorithmType == "MANUAL"
-    r, g, b = hd.color.CIELabColor.from_dicom_value(desc.RecommendedDisplayCIELabValue).to_rgb()
-    assert (r, g, b) == pytest.approx((0xe6, 0x19, 0x4b), abs=1)
+    rgb = hd.color.CIELabColor.from_dicom_value(desc.RecommendedDisplayCIELabValue).to_rgb()
+    assert rgb == pytest.approx([int(lesion.colour[i:i + 2], 16) for i in (1, 3, 5)], abs=1)
     assert str(ds.ContentCreatorName).rstrip("^") == "alice"
     assert ds.StudyInstanceUID == ct_case.study_uid
     assert {str(i.ReferencedSOPInstanceUID) for i in
@@ -172,9 +175,8 @@ def test_synthetic_mask_exports_as_valid_seg_and_imports_back(ct_case: CtCase,
         _, schema = store.get_schema(s, res3.schema)
     assert res3.schema.startswith("seg-") and [lb.name for lb in schema.labels] == ["lesion"]
     lb = schema.labels[0]
-    assert (lb.concept.CodeValue, lb.category.CodeValue if lb.category else None) == \
-        ("52988006", "49755003")
-    assert lb.colour == "#e6194b"
+    assert lb.concept == lesion.concept and lb.category == lesion.category_code()
+    assert lb.colour == lesion.colour
 
 
 def test_model_reader_exports_automatic_segments_with_its_version(ct_case: CtCase,
@@ -243,7 +245,9 @@ def test_schema_matching_and_unmatched_segments(ct_case: CtCase, tmp_path: Path)
         import_path(node, other, "seg", ImportOptions(reader="bob", schema="liver"))
     msg = str(e.value)
     assert "segment 1 'Spleen' (78961009, SCT" in msg
-    assert "lesion (52988006, SCT)" in msg and "liver (10200004, SCT)" in msg
+    for lb in parse_schema(SCHEMA).labels:  # the schema's mask labels, with their codes
+        shown = f"{lb.name} ({lb.concept.CodeValue}, {lb.concept.CodingSchemeDesignator})"
+        assert (shown in msg) == (lb.type == "mask"), shown
     assert "nothing was imported" in msg and masks_of(node, reader="bob") == {}
     res = import_path(node, other, "seg",
                       ImportOptions(reader="bob", schema="liver", label_map={"Spleen": "liver"}))
@@ -363,6 +367,26 @@ def test_seg_of_images_not_ingested_names_the_pseudonym(node: Node) -> None:
         import_path(node, seg_path, "seg", ImportOptions(reader="hd"))
     assert Pseudonymizer(node.key()).uid(original) in str(e.value)
     assert original not in str(e.value) and "ingest" in str(e.value)
+
+
+@pytest.mark.shared_data
+def test_frames_on_an_image_not_ingested_name_its_pseudonym(node: Node, tmp_path: Path) -> None:
+    seg_path = shared(*HD, "seg_image_ct_binary.dcm")
+    seg = pydicom.dcmread(seg_path)
+    first = str(seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+                .SourceImageSequence[0].ReferencedSOPInstanceUID)
+    kept = tmp_path / "ct2"
+    kept.mkdir()
+    for f in sorted(shared(*CT2).iterdir()):
+        if str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) != first:
+            shutil.copy(f, kept / f.name)
+    assert len(list(kept.iterdir())) == 3
+    ingest(node, kept)
+    with pytest.raises(NotFoundError) as e:
+        import_path(node, seg_path, "seg", ImportOptions(reader="hd"))
+    msg = str(e.value)
+    assert f"references instance {Pseudonymizer(node.key()).uid(first)}" in msg
+    assert first not in msg and "ingest" in msg
 
 
 @pytest.mark.shared_data

@@ -12,8 +12,9 @@ Rasterisation, per contour:
   of the slice's plane along the slice normal; a contour anywhere else is an
   error giving its position and the series' slice range;
 * its points are projected onto that slice's row and column directions
-  (pixel-centre coordinates) and filled with PIL's polygon fill: a voxel is in
-  when its centre lies inside the contour or on its outline;
+  (pixel-centre coordinates), rounded to the nearest voxel centre, and filled
+  with PIL's polygon fill, outline included: a voxel is in when its centre lies
+  inside the (rounded) contour or on it;
 * several contours on one slice are combined by exclusive or, so a contour
   inside another is a hole (the usual RTSTRUCT convention).
 
@@ -63,8 +64,8 @@ from mida.errors import AnnotationError, GeometryMismatchError, NotFoundError
 from mida.node import Node
 
 RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-RASTERISATION = ("PIL polygon fill on the slice of the contour: voxel centres inside or on "
-                 "the contour; contours of one slice combined by exclusive or")
+RASTERISATION = ("PIL polygon fill on the slice of the contour, vertices rounded to voxel "
+                 "centres, outline included; contours of one slice combined by exclusive or")
 
 
 def _read(path: Path) -> Dataset:
@@ -149,8 +150,10 @@ def rasterise(contours: Sequence[Dataset], geom: SeriesGeometry, key: str) -> np
                 f"from {float(zs.min()):.3f} to {float(zs.max()):.3f} mm, every "
                 f"{geom.spacing[0]:.3f} mm); import it onto the series it was drawn on")
         rel = pts - positions[k]
-        xy = [(float(c), float(r)) for c, r in zip(rel @ row_cos / geom.spacing[2],
-                                                   rel @ col_cos / geom.spacing[1], strict=True)]
+        # PIL truncates float vertices; round them to the nearest voxel centre first
+        xy = [(int(c), int(r)) for c, r in zip(np.rint(rel @ row_cos / geom.spacing[2]),
+                                               np.rint(rel @ col_cos / geom.spacing[1]),
+                                               strict=True)]
         img = Image.new("1", (cols, rows), 0)
         ImageDraw.Draw(img).polygon(xy, fill=1, outline=1)
         mask[k] ^= np.asarray(img, dtype=bool)

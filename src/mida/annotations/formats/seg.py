@@ -441,14 +441,17 @@ def _target_series(s: Session, mapper: store.UidMapper, seg: Dataset, frames: li
         return mapper.series(options.series_uid)
     counts: dict[int, int] = defaultdict(int)
     missing: list[str] = []
+    series_of: dict[str, int | None] = {}
     for fr in frames:
         for uid, _ in fr.refs:
-            row = s.scalars(select(Instance.series_id).where(
-                Instance.SOPInstanceUID.in_([uid, mapper.pseudonym(uid)]))).first()
-            if row is None:
+            if uid not in series_of:
+                series_of[uid] = s.scalars(select(Instance.series_id).where(
+                    Instance.SOPInstanceUID.in_([uid, mapper.pseudonym(uid)]))).first()
+            sid = series_of[uid]
+            if sid is None:
                 missing.append(uid)
             else:
-                counts[row] += 1
+                counts[sid] += 1
     if counts:
         sid = max(counts, key=lambda k: counts[k])
         series = s.get(Series, sid)
