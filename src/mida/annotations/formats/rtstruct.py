@@ -54,6 +54,7 @@ from mida.annotations.formats.seg import (
     known_values,
     previous_import,
     provenance,
+    quiet,
     resolve_labels,
     safe_error,
 )
@@ -168,6 +169,7 @@ def _colour(value: Any) -> str | None:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+@quiet
 def import_path(node: Node, path: Path, options: ImportOptions) -> ImportResult:
     """Import an RT Structure Set: one mask annotation per closed-contour ROI."""
     sha = file_sha256(path)

@@ -44,13 +44,15 @@ module. Files are named ``<series UID>_<reader>.seg.dcm``.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import highdicom as hd
 import numpy as np
@@ -87,6 +89,20 @@ _UID_RE = re.compile(r"\d+(?:\.\d+){3,}")
 
 # ============================================================ shared helpers
 # (used by the RTSTRUCT and SR modules as well)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def quiet(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Silence library UserWarnings: highdicom's quote values of the file (person names)."""
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return fn(*args, **kwargs)
+    return wrapper
+
 
 def safe_error(exc: BaseException) -> str:
     """A library's error text with any UID in it blanked (it may be an original UID)."""
@@ -566,6 +582,7 @@ def _segment_items(seg: hd.seg.Segmentation, known: list[str]) -> list[tuple[int
     return out
 
 
+@quiet
 def import_path(node: Node, path: Path, options: ImportOptions) -> ImportResult:
     """Import a DICOM SEG: one mask annotation per segment (see the module docstring)."""
     sha = file_sha256(path)
@@ -741,6 +758,7 @@ def export_series(s: Session, node: Node, series: Series, reader: str,
     return path
 
 
+@quiet
 def export(node: Node, options: ExportOptions) -> ExportResult:
     """One SEG per (series, reader) of the selected mask annotations (see the module docstring)."""
     result = ExportResult()

@@ -87,6 +87,7 @@ from mida.annotations.formats.seg import (
     person_name,
     previous_import,
     provenance,
+    quiet,
     ref_uid,
     resolve_labels,
     safe_error,
@@ -283,6 +284,7 @@ def _value_for(label: Label, code: Code) -> str | None:
     return None
 
 
+@quiet
 def import_path(node: Node, path: Path, options: ImportOptions) -> ImportResult:
     """Import a TID 1500 report's measurements and evaluations (see the module docstring)."""
     sha = file_sha256(path)
@@ -493,6 +495,7 @@ def export_study(s: Session, node: Node, study: Study, reader: str,
     return path
 
 
+@quiet
 def export(node: Node, options: ExportOptions) -> ExportResult:
     """One SR per (study, reader) of the selected measurements and classifications."""
     result = ExportResult()
