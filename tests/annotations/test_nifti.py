@@ -196,10 +196,24 @@ def test_a_crop_on_the_series_grid_is_placed_where_its_affine_says(ct_case: CtCa
     assert _provenance(ct_case, "crop")[0]["resampled"] is False
 
 
+def test_a_map_of_a_larger_region_is_cut_to_the_series(ct_case: CtCase, tmp_path: Path) -> None:
+    lm = np.transpose(_label_map(ct_case), (2, 1, 0))  # columns, rows, slices
+    big = np.pad(lm, 2)  # two more voxels on every side; some of them labelled
+    big[0, 0, 0] = big[-1, 5, 3] = 2
+    origin = (ORIGIN[0] - 2 * SP, ORIGIN[1] - 2 * SP, ORIGIN[2] - 2 * THICK)
+    path = _save(tmp_path / "big.nii.gz", big, _ras_affine(origin=origin))
+    res = import_path(ct_case.node, path, "nifti", _opts(ct_case, reader="big"))
+    assert res.skipped == ["label value 2: 2 voxel(s) lie outside the series (the map covers "
+                           "a larger region); those were not imported"]
+    lesion, liver = _two_labels(ct_case)
+    got = _masks(ct_case, "big")
+    assert np.array_equal(got["lesion"], lesion) and np.array_equal(got["liver"], liver)
+
+
 @pytest.mark.parametrize(("case", "names"), [
     ("spacing", ["spacing differs", "(2.500, 1.000, 1.000)", "(2.500, 0.800, 0.800)"]),
     ("outside", ["no overlap", "origin differs"]),
-    ("transposed", ["shape differs", "(32, 32, 6)", "(6, 32, 32)", "reaches beyond"]),
+    ("transposed", ["shape differs", "(32, 32, 6)", "(6, 32, 32)", "only partly over"]),
     ("identity", ["the identity", "saved without the image's geometry"]),
     ("uncoded", ["qform and sform codes 0"]),
     ("half-voxel", ["origin differs", "0.400 mm apart", "header"]),

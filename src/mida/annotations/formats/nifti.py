@@ -29,8 +29,11 @@ compared in patient space, never by array shape:
    voxels are taken directly, axes permuted and flipped as the affine says
    (e.g. a dcm2niix map stored ``[column, flipped row, slice]``). A map that
    covers only part of the series (a crop) is padded with background; a map
-   that reaches beyond the series grid is refused, since that is what a
-   transposed array saved with the series' affine looks like.
+   that covers all of it and more (the series is a crop of the map's space)
+   is cut to the series, and ``skipped`` counts the labelled voxels left out;
+   a map that lies partly over the series and partly beyond it is refused,
+   since that is what a transposed array saved with the series' affine looks
+   like. A map without a usable affine (see 3.) must be exactly the grid.
 2. **Same space, other sampling** (axes parallel, voxel centres elsewhere):
    the map is resampled onto the series grid with SimpleITK's nearest-neighbour
    interpolator and every record's provenance says ``"resampled": true``.
@@ -123,7 +126,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
                               "a label map)")
     if data.size and data.min() < 0:
         raise AnnotationError(f"{path.name}: label values must be 0 (background) or positive")
-    data = data.astype(np.int64)
+    if not np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.int64 if data.size and data.max() >= 2**31 else np.int32)
     hdr = img.header
     coded = int(hdr["sform_code"]) > 0 or int(hdr["qform_code"]) > 0
     return data, np.asarray(img.affine, dtype=float), coded
@@ -250,8 +254,9 @@ def _mismatch(path: Path, g: SeriesGeometry, reasons: list[str]) -> GeometryMism
 
 
 def map_to_series(path: Path, data: np.ndarray, affine_ras: np.ndarray, coded: bool,
-                  g: SeriesGeometry) -> tuple[np.ndarray, bool]:
-    """The label array on the series grid ``[slice, row, column]``, and whether it was resampled.
+                  g: SeriesGeometry) -> tuple[np.ndarray, bool, list[str]]:
+    """The label array on the series grid ``[slice, row, column]``, whether it was resampled,
+    and notes on labelled voxels left outside the series.
 
     See the module docstring for the rules; raises :class:`GeometryMismatchError`.
     """
@@ -283,23 +288,37 @@ def map_to_series(path: Path, data: np.ndarray, affine_ras: np.ndarray, coded: b
     if lattice:
         lo = np.round(mapped.min(axis=0)).astype(int)
         hi = np.round(mapped.max(axis=0)).astype(int)
-        if np.any(lo < 0) or np.any(hi > np.asarray(series_shape) - 1):
+        n = np.asarray(series_shape)
+        exact = bool(np.all(lo == 0) and np.all(hi == n - 1))
+        inside = bool(np.all(lo >= 0) and np.all(hi <= n - 1))
+        superset = bool(np.all(lo <= 0) and np.all(hi >= n - 1))
+        if not exact and (identity or not coded or not (inside or superset)):
             reasons = _describe(g, grid, match, coded, identity)
-            if not _overlaps(sgrid, grid):
-                raise _mismatch(path, g, reasons)
-            span = f"{tuple(int(x) for x in lo)}..{tuple(int(x) for x in hi)}"
-            reasons.append("the map lies on the series' voxel grid but reaches beyond it "
-                           f"(series voxels {span}"
-                           " as (column, row, slice)); a transposed array saved with the "
-                           "series' affine looks like this")
+            if _overlaps(sgrid, grid) and not (inside or superset):
+                span = f"{tuple(int(x) for x in lo)}..{tuple(int(x) for x in hi)}"
+                reasons.append("the map lies on the series' voxel grid but only partly over "
+                               f"it (series voxels {span} as (column, row, slice)); a "
+                               "transposed array saved with the series' affine looks like this")
             raise _mismatch(path, g, reasons)
         arr = np.transpose(data, perm)
         for a in range(3):
             if sign[a] < 0:
                 arr = np.flip(arr, axis=a)
-        out = np.zeros(series_shape, dtype=data.dtype)
-        out[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = arr
-        return np.ascontiguousarray(np.transpose(out, (2, 1, 0))), False
+        notes: list[str] = []
+        if superset:  # the series is a crop of the map's space
+            inner = arr[-lo[0]:-lo[0] + n[0], -lo[1]:-lo[1] + n[1], -lo[2]:-lo[2] + n[2]]
+            before = dict(zip(*np.unique(arr, return_counts=True), strict=True))
+            after = dict(zip(*np.unique(inner, return_counts=True), strict=True))
+            for v, count in sorted(before.items()):
+                lost = int(count) - int(after.get(v, 0))
+                if v != 0 and lost:
+                    notes.append(f"label value {int(v)}: {lost} voxel(s) lie outside the series "
+                                 "(the map covers a larger region); those were not imported")
+            out = inner
+        else:
+            out = np.zeros(series_shape, dtype=data.dtype)
+            out[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = arr
+        return np.ascontiguousarray(np.transpose(out, (2, 1, 0))), False, notes
     reasons = _describe(g, grid, match, coded, identity)
     shape_s = tuple(grid.shape[perm[a]] for a in range(3))
     if identity or not coded:
@@ -309,9 +328,9 @@ def map_to_series(path: Path, data: np.ndarray, affine_ras: np.ndarray, coded: b
                        "resampled map would have other counts, so the header (spacing or "
                        "origin) is probably wrong")
         raise _mismatch(path, g, reasons)
-    if any(r.startswith("no overlap") for r in reasons):
+    if not _overlaps(sgrid, grid):
         raise _mismatch(path, g, reasons)
-    return _resample(data, lps, g), True
+    return _resample(data, lps, g), True, []
 
 
 def _perm_matrix(perm: list[int]) -> np.ndarray:
@@ -338,7 +357,7 @@ def _resample(data: np.ndarray, lps: np.ndarray, g: SeriesGeometry) -> np.ndarra
     ref.SetDirection([float(x) for x in np.column_stack(g.direction).flatten()])
     out = sitk.Resample(moving, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                         moving.GetPixelID())
-    return sitk.GetArrayFromImage(out).astype(np.int64)
+    return np.asarray(sitk.GetArrayFromImage(out))
 
 
 # ----------------------------------------------------------------- import
@@ -435,7 +454,8 @@ def import_path(node: Any, path: Path, options: ImportOptions) -> ImportResult:
         if not values:
             raise AnnotationError(f"{path.name}: the label map is empty (every voxel is 0)")
         labels = _values_to_labels(path, values, schema, options, sidecar, result)
-        arr, resampled = map_to_series(path, data, affine, coded, g)
+        arr, resampled, notes = map_to_series(path, data, affine, coded, g)
+        result.skipped.extend(notes)
         blob = node.store()
         for v, lb in sorted(labels.items()):
             mask = arr == v
