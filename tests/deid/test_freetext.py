@@ -175,6 +175,22 @@ def test_detectors(cleaner: FreeTextCleaner, text: str, kind: str) -> None:
     assert _kinds(result) == [kind]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Seen on 2024-03-05: mass", "Seen on: mass"),
+        ("Date:2024-03-05 mass", "Date: mass"),
+        ("2024/03/05: nodule", "nodule"),
+        ("112.03.04: 肝腫瘤", "肝腫瘤"),
+        ("05/03/2024: cyst", "cyst"),
+        ("ratio 1:2024 stable", "ratio 1:2024 stable"),  # a colon between digits is no date
+    ],
+)
+def test_a_colon_next_to_a_date_is_punctuation(cleaner: FreeTextCleaner, text: str,
+                                                expected: str) -> None:
+    assert cleaner.clean(text).text == expected
+
+
 def test_check_digit_and_units(cleaner: FreeTextCleaner) -> None:
     # an invalid check digit without an ID label is still a long number
     assert [s.kind for s in cleaner.find("A123456788")] == ["NUM"]
