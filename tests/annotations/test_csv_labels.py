@@ -133,6 +133,7 @@ SOPInstanceUID,StudyInstanceUID,label,value,unit,text,reader
     (level, text, _), = _values(images.node, "finding").values()
     assert level == "study" and "spiculated mass" in str(text)
     assert not {"Lin", "Wen-Hsiung"} & set(str(text).split())
+    assert "2024" not in str(text)  # the date before the colon is removed too
     with images.node.catalog().session() as s:
         provs = [r.provenance for _, r in store.query(s)]
     assert {pr["line"] for pr in provs} == set(range(2, 9))
