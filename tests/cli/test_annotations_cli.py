@@ -151,3 +151,15 @@ def test_preannotate_then_confirm_through_the_commands(archive: dict[str, Any]) 
                 "--label", "lesion", "--collection", "ct")
     assert again["created"] == 0 and len(again["skipped"]) == 2
     assert PHI["name"] not in json.dumps(rows)
+
+
+def test_measure_a_mask_through_the_command(archive: dict[str, Any]) -> None:
+    _ok("labels", "add", str(archive["schema"]))
+    _js("annotations", "preannotate", "--model", "threshold", "--schema", "liver",
+        "--label", "lesion", "--collection", "ct", "--param", "threshold=100")
+    uid = _js("annotations", "ls", "--reader", "threshold")[0]["uid"]
+    m = _js("annotations", "measure", uid)
+    assert m["voxels"] == int(archive["truth"].sum()) and m["stats"]["min"] >= 200
+    assert "measurement" not in m
+    out = _fails("annotations", "measure", uid, "--label", "lesion")
+    assert "must be a measurement label" in out

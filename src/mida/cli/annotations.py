@@ -200,3 +200,36 @@ def annotations_export(
                   f"({len(result.files)} file(s))")
     for line in result.skipped:
         console.print(f"  [yellow]skipped:[/yellow] {line}")
+
+
+@annotations_app.command("measure")
+@handle_errors
+def annotations_measure(
+    uid: Annotated[str, typer.Argument(help="A mask annotation's UID.")],
+    label: Annotated[str | None, typer.Option(
+        help="Store the number as this measurement label (measure volume, area or hu_stats).")]
+    = None,
+    by: Annotated[str, typer.Option(help="Who records the measurement.")] = "operator",
+    schema: Annotated[str | None, typer.Option(
+        help="Schema of --label (default: the mask's).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Volume, largest slice area and HU statistics of a mask; optionally stored."""
+    from mida.annotations import store
+    from mida.annotations.measure import measure_mask, record_measurement
+
+    n = node()
+    with n.catalog().session() as s:
+        ann = store.get(s, uid)
+        out: dict[str, Any] = measure_mask(s, n.store(), ann, store.latest(s, ann))
+        if label:
+            rev = record_measurement(s, n.store(), uid, label=label, author=by, schema=schema)
+            out["measurement"] = store.view(s, s.get(store.Annotation, rev.annotation_id), rev)
+    if label:
+        audit("annotations.measure", {"mask": uid, "label": label, "by": by})
+    if json_out:
+        emit_json(out)
+    else:
+        kv({k: v for k, v in out.items() if k != "measurement"}, title=uid)
+        if label:
+            console.print(f"stored as {label}: {out['measurement']['uid']}")
