@@ -100,6 +100,7 @@ def test_home_page_in_chromium(node: Node, tmp_path: Path) -> None:
         t.join(timeout=10)
     assert 'id="n-instances">1<' in dom
     assert "liver" in dom
+    assert 'id="nav-annotate" href="/annotate"' in dom
 
 
 def test_headers_a_cross_origin_viewer_needs(client: TestClient) -> None:
