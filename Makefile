@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
 	$(BIN)/python bench/deid.py $(BENCH_ARGS)
 	$(BIN)/python bench/dicomweb.py $(DICOMWEB_ARGS)
+	$(BIN)/python bench/annotations.py $(ANNOTATION_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
