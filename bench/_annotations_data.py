@@ -207,6 +207,18 @@ def nifti_on_lps(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, LPS_FROM_RAS @ np.asarray(img.affine, dtype=np.float64)
 
 
+def single_label(label_map: Path, value: int, out: Path) -> Path:
+    """A copy of ``label_map`` holding only ``value`` (same header and affine)."""
+    import nibabel as nib
+
+    img = nib.load(str(label_map))
+    assert isinstance(img, nib.Nifti1Image)
+    arr = np.asanyarray(img.dataobj)
+    nib.Nifti1Image(np.where(arr == value, arr, 0).astype(arr.dtype), img.affine,
+                    img.header).to_filename(str(out))
+    return out
+
+
 class NotALattice(ValueError):
     """The two grids are not the same lattice (would need resampling)."""
 
@@ -243,15 +255,21 @@ def onto_grid(data: np.ndarray, src_affine: np.ndarray, grid: Grid) -> tuple[np.
     """``data`` placed on ``grid`` (0 outside it), and its non-zero voxels left outside."""
     axes, signs, offsets = lattice_map(src_affine, grid)
     src = np.transpose(data, axes)
-    index, valid = [], []
+    index, valid, views = [], [], []
     for a in range(3):
         idx = signs[a] * np.arange(grid.shape[a]) + offsets[a]
         ok = (idx >= 0) & (idx < src.shape[a])
         index.append(np.where(ok, idx, 0))
         valid.append(ok)
-    out = src[np.ix_(*index)]
-    keep = valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
-    out = np.where(keep, out, 0).astype(data.dtype)
+        if ok.all():  # the whole axis lies inside the source: a (reversed) slice, no copy
+            last = int(idx[-1]) + signs[a]
+            views.append(slice(int(idx[0]), None if last < 0 else last, signs[a]))
+    if len(views) == 3:
+        out = np.ascontiguousarray(src[tuple(views)])
+    else:
+        out = src[np.ix_(*index)]
+        keep = valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+        out = np.where(keep, out, 0).astype(data.dtype)
     lost = int(np.count_nonzero(data)) - int(np.count_nonzero(out))
     return out, lost
 

@@ -12,8 +12,9 @@ geometry first; it must be the same voxel lattice.
 Questions, each answered on the same input, machine and run for both tools
 (ratio = peer time / mida time; above 1: mida faster):
 
-1. **Label map -> DICOM SEG.** mida: ``mida init`` + ``mida ingest`` (timed
-   separately), a label schema for the values present, then
+1. **Label map -> DICOM SEG.** mida: a fresh node with the series ingested
+   (``init_node`` + ``ingest_paths``, what ``mida init`` and ``mida ingest``
+   run, timed separately) and a label schema for the values present, then
    ``import_path(label map, "nifti")`` + ``export(..., "seg")``, timed in a
    warm process (the Python API the CLI calls) and as the two CLI commands
    (new process each, start-up included). dcmqi: ``itkimage2segimage`` on the
@@ -29,8 +30,9 @@ Questions, each answered on the same input, machine and run for both tools
    map, dilated vs eroded, with ``mida.annotations.agreement`` and MedPy's
    ``dc`` / ``hd95(voxelspacing=...)``: same values (1e-6) and time.
 
-Times are the median of ``--repeat`` runs (``--repeat 1``: a quick run under a
-minute). Results: ``bench/results/annotations-<date>[-r<N>].json``.
+Times are the median of ``--repeat`` runs (``--repeat 1 --no-cli``: a quick
+run, under a minute on an idle 2-core machine). Results:
+``bench/results/annotations-<date>[-r<N>][-q<Q>][-nocli].json``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from _result import MIB, die_with_parent, log_tail
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_QUESTIONS = (1, 2, 3)
+DEFAULT_REPEAT = 5
 #: Organs of the label map whose masks the agreement question compares.
 ORGANS = ("liver", "spleen", "aorta")
 #: How far the second mask of each pair is moved, in voxels (slice, row, column).
@@ -80,6 +83,7 @@ class Options:
     mida: str
     timeout_s: float
     quiet: bool
+    cli: bool
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -90,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     """Parse the command line into :class:`Options`."""
     parser = argparse.ArgumentParser(prog="bench/annotations.py", description=__doc__,
                                      formatter_class=_HelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
                         help="timed runs per measurement (median reported); 1 = quick run")
     parser.add_argument("--questions", default="1,2,3", help="comma-separated subset of 1,2,3")
     parser.add_argument("--ts-dir", type=Path, default=data.TS_DIR,
@@ -102,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds allowed per external command")
     parser.add_argument("--quiet", action="store_true", help="no progress or table; JSON only")
+    parser.add_argument("--no-cli", action="store_true",
+                        help="leave out the mida CLI rows of question 1 (~13 s per repeat)")
     ns = parser.parse_args(argv)
     try:
         questions = tuple(sorted({int(q) for q in ns.questions.split(",") if q.strip()}))
@@ -113,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("--repeat must be at least 1")
     return Options(repeat=ns.repeat, questions=questions, ts_dir=ns.ts_dir,
                    results_dir=ns.results_dir, output=ns.output, tmp_dir=ns.tmp_dir,
-                   mida=ns.mida, timeout_s=ns.timeout, quiet=ns.quiet)
+                   mida=ns.mida, timeout_s=ns.timeout, quiet=ns.quiet, cli=not ns.no_cli)
 
 
 # -- measuring -----------------------------------------------------------------
@@ -194,6 +200,15 @@ def dcmqi_binary(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _seg_summary(out: dict[str, Any]) -> str:
+    """One table cell for a written SEG: size, validator errors, voxels read back."""
+    pos, src = out["voxels_by_position"], out["voxels_by_source_image"]
+    return (f"{out['bytes'] / 1e6:.1f} MB, {out['frames']} frames, dciodvfy "
+            f"{out['dciodvfy'].get('errors', '?')} errors; voxels equal {pos['equal']}/"
+            f"{pos['segments']} by position, {src['equal']}/{src['segments']} on the "
+            "source images")
+
+
 def read_volume(path: Path) -> Any:
     """highdicom's own reading of a SEG: ``segread`` then ``get_volume`` (every segment)."""
     import highdicom as hd
@@ -257,31 +272,34 @@ class Bench:
         (self.work / "dcmqi-meta.json").write_text(
             json.dumps(data.dcmqi_metadata(self.names), indent=1))
 
-        runner = _mida.MidaRunner(self.work / "mida", self.opts.mida, workers=1)
-        self.log("mida init + ingest ...")
-        start = time.perf_counter()
-        runner.init()
-        init_s = time.perf_counter() - start
-        ingest_s, _, pipeline = runner.ingest(self.ct, self.opts.timeout_s)
-        stored = runner.stats_instances()
-        if stored != len(self.grid.sop_uids):
-            raise SystemExit(f"mida stored {stored} of {len(self.grid.sop_uids)} instances; "
-                             f"see {self.work / 'mida' / 'ingest.log'}")
-        self.info["mida_setup"] = {"init_s": round(init_s, 3), "ingest_s": round(ingest_s, 3),
-                                   "ingest_pipeline_s": pipeline, "instances": stored,
-                                   "command": "mida ingest CT --collection bench --workers 1"}
-        run_process([self.opts.mida, "labels", "add", str(schema_path)],
-                    self.work / "labels.log", self.opts.timeout_s, self.env)
-
+        # The node is made in this process with the functions `mida init`, `mida ingest` and
+        # `mida labels add` run (four CLI start-ups cost ~10 s here, and are not the question).
         from sqlalchemy import select
 
+        from mida.annotations.schema import parse_schema
+        from mida.annotations.store import add_schema
         from mida.catalog.models import Series
         from mida.config import Settings
         from mida.deid.pseudonyms import Pseudonymizer
-        from mida.node import load_node
+        from mida.ingest import ingest_paths
+        from mida.node import init_node
 
-        self.node = load_node(Settings(home=runner.home))
+        self.log("mida init + ingest ...")
+        start = time.perf_counter()
+        self.node = init_node(Settings(home=Path(self.env["MIDA_HOME"])), "BENCH", "Bench")
+        init_s = time.perf_counter() - start
+        ingest_s, summary = timed(lambda: ingest_paths(self.node, [self.ct], "bench", workers=1))
+        if summary.stored != len(self.grid.sop_uids):
+            raise SystemExit(f"mida stored {summary.stored} of {len(self.grid.sop_uids)} "
+                             f"instances: {summary}")
+        self.info["mida_setup"] = {
+            "init_s": round(init_s, 3), "ingest_s": round(ingest_s, 3),
+            "instances": summary.stored,
+            "calls": "init_node(Settings(home=H), 'BENCH', 'Bench'); ingest_paths(node, [CT], "
+                     "'bench', workers=1); add_schema(schema): what `mida init`, `mida ingest` "
+                     "and `mida labels add` run"}  # fmt: skip
         with self.node.catalog().session() as s:
+            add_schema(s, parse_schema(json.loads(schema_path.read_text())))
             self.series_uid = str(s.scalars(select(Series.SeriesInstanceUID)).one())
         pseudo = Pseudonymizer(self.node.key())
         self.catalog_sop_uids = [pseudo.uid(u) for u in self.grid.sop_uids]
@@ -325,13 +343,13 @@ class Bench:
         n = self.opts.repeat
         schema_ref = f"{data.SCHEMA_NAME}@{data.SCHEMA_VERSION}"
 
-        def api(reader: str, out: Path) -> tuple[float, float, Path]:
+        def api(reader: str, out: Path, label_map: Path = self.label_map,
+                labels: dict[str, str] = self.label_map_args) -> tuple[float, float, Path]:
             opts = ImportOptions(reader=reader, reader_kind="model", model_version="bench",
-                                 schema=schema_ref, series_uid=self.series_uid,
-                                 label_map=self.label_map_args)
-            t_imp, res = timed(lambda: import_path(self.node, self.label_map, "nifti", opts))
-            if len(res.created) != len(self.names):
-                raise RuntimeError(f"mida imported {len(res.created)} of {len(self.names)} "
+                                 schema=schema_ref, series_uid=self.series_uid, label_map=labels)
+            t_imp, res = timed(lambda: import_path(self.node, label_map, "nifti", opts))
+            if len(res.created) != len(labels):
+                raise RuntimeError(f"mida imported {len(res.created)} of {len(labels)} "
                                    f"labels: {res.skipped[:3]}")
             t_exp, ex = timed(lambda: export(self.node, "seg",
                                              ExportOptions(out=out, reader=reader)))
@@ -339,8 +357,10 @@ class Bench:
                 raise RuntimeError(f"mida export wrote {len(ex.files)} files: {ex.skipped[:3]}")
             return t_imp, t_exp, ex.files[0]
 
-        self.log("Q1 mida API (warm-up, untimed) ...")
-        api("warmup", self.work / "q1" / "warmup")
+        self.log("Q1 mida API (warm-up on one label, untimed) ...")
+        first = min(self.names)
+        warm = data.single_label(self.label_map, first, self.work / "warmup.nii.gz")
+        api("warmup", self.work / "q1" / "warmup", warm, {str(first): self.names[first]})
         imp = Row(1, "mida", "import NIfTI label map (API, warm)", data.LABEL_MAP, config={
             "call": "import_path(node, label_map, 'nifti', ImportOptions(schema=..., "
                     "series_uid=..., label_map={value: label}, reader_kind='model'))"})
@@ -362,7 +382,7 @@ class Bench:
         cli_exp = Row(1, "mida", "export SEG (CLI)", "the imported masks", config={
             "command": "mida annotations export --format seg --out DIR --reader R --json"})
         try:
-            for i in range(n):
+            for i in range(n if self.opts.cli else 0):
                 reader = f"cli-{i}"
                 cmd = [self.opts.mida, "annotations", "import", str(self.label_map),
                        "--format", "nifti", "--schema", schema_ref, "--series", self.series_uid,
@@ -384,6 +404,9 @@ class Bench:
         except CommandError as exc:
             for row in (cli_imp, cli_exp):
                 row.status, row.note = "error", str(exc)[-600:]
+        if not self.opts.cli:
+            for row in (cli_imp, cli_exp):
+                row.status, row.note = "skipped", "--no-cli"
         self.rows += [cli_imp, cli_exp]
         if cli_imp.median and cli_exp.median:
             cli_imp.note = ("CLI has no --reader-kind: segments are written as MANUAL "
@@ -420,9 +443,11 @@ class Bench:
         self.log("Q1 checking the outputs (dciodvfy, highdicom read-back) ...")
         result["outputs"]["mida"] = self._check_seg("mida SEG", self.outputs["mida"],
                                                     self.catalog_sop_uids)
+        exp.check = {"summary": _seg_summary(result["outputs"]["mida"])}
         if "dcmqi" in self.outputs:
             result["outputs"]["dcmqi"] = self._check_seg("dcmqi SEG", self.outputs["dcmqi"],
                                                          list(self.grid.sop_uids))
+            dq.check = {"summary": _seg_summary(result["outputs"]["dcmqi"])}
         mida_total = (imp.median or 0) + (exp.median or 0)
         cli_total = (cli_imp.median or 0) + (cli_exp.median or 0)
         result["ratios"] = {
@@ -581,6 +606,8 @@ class Bench:
                           "abs_diff_dice": d_dice, "abs_diff_hd95": d_hd})
             self.log(f"Q3 {organ}: dice {values['mida_dice']:.6f} / {values['medpy_dice']:.6f}, "
                      f"hd95 {values['mida_hd95']} / {values['medpy_hd95']}")
+        same = f"values of {len(pairs)} pairs equal to MedPy's (max |diff| {worst:.1e})"
+        mida_dice.check = mida_hd.check = {"summary": same}
         self.rows += [mida_dice, medpy_dice, mida_hd, medpy_hd]
         return {"pairs": pairs, "max_abs_diff": worst, "same_to_1e-6": worst <= 1e-6,
                 "array_shape": list(self.grid.shape), "spacing_mm": spacing,
@@ -598,8 +625,13 @@ def table(rows: list[Row]) -> str:
         low = "—" if not r.seconds else f"{min(r.seconds):.3f}"
         rss = "—" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / MIB:.0f}"
         chk = ""
-        if r.check:
-            chk = f"{r.check.get('equal')}/{r.check.get('segments')} segments equal"
+        if r.check.get("summary"):
+            chk = str(r.check["summary"])
+        elif "equal" in r.check:
+            chk = f"{r.check['equal']}/{r.check['segments']} segments equal"
+            flipped = r.check.get("equal_with_rows_reversed")
+            if flipped:
+                chk += f" ({flipped} with the rows reversed)"
         if r.status != "ok":
             chk = f"{r.status}: {r.note[:80]}"
         lines.append(f"| {r.question} | {r.tool} | {r.step} | {r.input} | {med} | {low} | "
@@ -689,8 +721,11 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     out = opts.output
     if out is None:
-        suffix = "" if opts.repeat >= 3 and opts.questions == ALL_QUESTIONS \
-            else f"-r{opts.repeat}-q{''.join(map(str, opts.questions))}"
+        suffix = "" if opts.repeat == DEFAULT_REPEAT else f"-r{opts.repeat}"
+        if opts.questions != ALL_QUESTIONS:
+            suffix += f"-q{''.join(map(str, opts.questions))}"
+        if not opts.cli:
+            suffix += "-nocli"
         out = opts.results_dir / f"annotations-{dt.date.today().isoformat()}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
