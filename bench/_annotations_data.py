@@ -338,7 +338,7 @@ def dciodvfy(path: Path) -> dict[str, Any]:
 
 
 def segment_labels(seg: Any) -> dict[int, str]:
-    """Segment number -> Segment Label of a highdicom Segmentation."""
+    """Segment number -> Segment Label of a SEG dataset (pydicom or highdicom)."""
     return {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
 
 

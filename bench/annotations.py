@@ -64,8 +64,8 @@ from _result import MIB, die_with_parent, log_tail
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_QUESTIONS = (1, 2, 3)
 DEFAULT_REPEAT = 5
-#: Organs of the label map whose masks the agreement question compares.
-ORGANS = ("liver", "spleen", "aorta")
+#: Organs of the label map whose masks the agreement question compares (a large, a small one).
+ORGANS = ("liver", "aorta")
 #: How far the second mask of each pair is moved, in voxels (slice, row, column).
 SHIFT = (1, 3, -2)
 
@@ -478,7 +478,7 @@ class Bench:
 
     def question2(self) -> dict[str, Any]:
         """Read both SEGs back: highdicom (reference), mida import, dcmqi segimage2itkimage."""
-        import highdicom as hd
+        import pydicom
 
         from mida.annotations.formats import ImportOptions, import_path
 
@@ -487,7 +487,7 @@ class Bench:
         exe = dcmqi_binary("segimage2itkimage")
         for key, path in self.outputs.items():
             label = f"{key} SEG"
-            labels = data.segment_labels(hd.seg.segread(path))
+            labels = data.segment_labels(pydicom.dcmread(path, stop_before_pixels=True))
             ref = Row(2, "highdicom", "segread + get_volume (reference)", label, config={
                 "call": "hd.seg.segread(path).get_volume(combine_segments=False)"})
             for _ in range(n):  # warm: question 1's checks made the same calls
@@ -606,7 +606,7 @@ class Bench:
                           "abs_diff_dice": d_dice, "abs_diff_hd95": d_hd})
             self.log(f"Q3 {organ}: dice {values['mida_dice']:.6f} / {values['medpy_dice']:.6f}, "
                      f"hd95 {values['mida_hd95']} / {values['medpy_hd95']}")
-        same = f"values of {len(pairs)} pairs equal to MedPy's (max |diff| {worst:.1e})"
+        same = f"values of {len(pairs)} pairs equal to MedPy's (max abs. difference {worst:.1e})"
         mida_dice.check = mida_hd.check = {"summary": same}
         self.rows += [mida_dice, medpy_dice, mida_hd, medpy_hd]
         return {"pairs": pairs, "max_abs_diff": worst, "same_to_1e-6": worst <= 1e-6,
