@@ -233,6 +233,56 @@ def test_frames_without_source_references_are_placed_by_plane_position(
                     ImportOptions(reader="carol", series_uid=ct_case.series_uid))
 
 
+def _flip_rows(ds: pydicom.Dataset) -> None:
+    """Re-describe a SEG's frames bottom-up, as dcmqi writes them for a NIfTI label map.
+
+    Every frame's rows are reversed, the frames are oriented (1,0,0, 0,-1,0) and each
+    frame's position becomes its last row's: the same voxels, described the other way.
+    """
+    from pydicom.pixels import pack_bits
+
+    frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)[:, ::-1, :]
+    ds.PixelData = pack_bits(np.ascontiguousarray(frames))
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    row_cos = [float(x) for x in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = [*row_cos[:3],
+                                                                  *(-x for x in row_cos[3:])]
+    dy = float(shared.PixelMeasuresSequence[0].PixelSpacing[0])
+    for fg in ds.PerFrameFunctionalGroupsSequence:
+        pos = [float(x) for x in fg.PlanePositionSequence[0].ImagePositionPatient]
+        fg.PlanePositionSequence[0].ImagePositionPatient = [
+            pos[i] + (ds.Rows - 1) * dy * row_cos[3 + i] for i in range(3)]
+
+
+@pytest.mark.parametrize("references", [True, False])
+def test_frames_oriented_the_other_way_land_on_the_same_voxels(
+        ct_case: CtCase, tmp_path: Path, references: bool) -> None:
+    # dcmqi writes a label map's SEG with rows reversed against the CT (its frames still
+    # reference the CT slices); reading frames as if oriented like the series mirrors the mask.
+    node = ct_case.node
+    truth = ct_case.truth.copy()
+    truth[:, : ct_case.original["size"] // 2, :] = False  # not symmetric top to bottom
+    _lesion(ct_case, "alice", truth)
+    ds = pydicom.dcmread(export(node, "seg", ExportOptions(out=tmp_path / "o")).files[0])
+    _flip_rows(ds)
+    if not references:
+        for fg in ds.PerFrameFunctionalGroupsSequence:
+            del fg.DerivationImageSequence
+    flipped = tmp_path / "flipped.dcm"
+    ds.save_as(flipped)
+    out = import_path(node, flipped, "seg",
+                      ImportOptions(reader="bob", series_uid=ct_case.series_uid))
+    _, mask = masks_of(node, reader="bob")[out.created[0]]
+    assert np.array_equal(mask, truth)
+    # an oblique frame cannot be laid on the grid without resampling: refused
+    ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = [
+        0.8, 0.6, 0, -0.6, 0.8, 0]
+    ds.save_as(flipped)
+    with pytest.raises(GeometryMismatchError, match="resample"):
+        import_path(node, flipped, "seg",
+                    ImportOptions(reader="carol", series_uid=ct_case.series_uid))
+
+
 def test_schema_matching_and_unmatched_segments(ct_case: CtCase, tmp_path: Path) -> None:
     node = ct_case.node
     _lesion(ct_case, "alice", ct_case.truth)

@@ -416,6 +416,8 @@ class _Frame:
     segment: int | None
     refs: list[tuple[str, int | None]]  # (referenced SOP Instance UID, frame number)
     position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None = None  # row cosines, column cosines
+    spacing: tuple[float, float] | None = None  # between rows, between columns (mm)
 
 
 def _frames(seg: hd.seg.Segmentation) -> list[_Frame]:
@@ -447,7 +449,15 @@ def _frames(seg: hd.seg.Segmentation) -> list[_Frame]:
         pos = None
         if pp is not None and pp.get("ImagePositionPatient"):
             pos = tuple(float(x) for x in pp.ImagePositionPatient[:3])
-        out.append(_Frame(i, segment, refs, pos))  # type: ignore[arg-type]
+        po = item("PlaneOrientationSequence")
+        ori = None
+        if po is not None and po.get("ImageOrientationPatient"):
+            ori = tuple(float(x) for x in po.ImageOrientationPatient[:6])
+        pm = item("PixelMeasuresSequence")
+        sp = None
+        if pm is not None and pm.get("PixelSpacing"):
+            sp = (float(pm.PixelSpacing[0]), float(pm.PixelSpacing[1]))
+        out.append(_Frame(i, segment, refs, pos, ori, sp))  # type: ignore[arg-type]
     return out
 
 
@@ -484,25 +494,58 @@ def _target_series(s: Session, mapper: store.UidMapper, seg: Dataset, frames: li
                           "it annotates with --series")
 
 
-def _check_plane_grid(seg: Dataset, geom: SeriesGeometry) -> None:
-    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg \
-        else Dataset()
-    ori = _fg_item(shared, "PlaneOrientationSequence")
-    meas = _fg_item(shared, "PixelMeasuresSequence")
-    if ori is not None and ori.get("ImageOrientationPatient"):
-        seg_dir = np.asarray([float(x) for x in ori.ImageOrientationPatient], dtype=float)
-        if not np.allclose(seg_dir, np.r_[geom.direction[0], geom.direction[1]], atol=1e-3):
+def _in_plane(px: np.ndarray, fr: _Frame, geom: SeriesGeometry, k: int) -> np.ndarray:
+    """A SEG frame's pixels laid onto slice ``k`` of the series grid.
+
+    A frame oriented like the series is taken as it is. A frame whose axes are
+    the series' in-plane axes in another order or direction (dcmqi writes a
+    label map's frames bottom-up, for instance) is mapped through patient
+    space: frame pixel (r, c) lies at position + c x column spacing x row
+    cosines + r x row spacing x column cosines, which must fall on a pixel of the
+    slice. Anything else (oblique, other spacing) needs resampling: refused.
+    """
+    rows, cols = geom.shape[1:]
+    same = fr.orientation is None or not geom.has_patient_frame or np.allclose(
+        fr.orientation, np.r_[geom.direction[0], geom.direction[1]], atol=1e-3)
+    if same:
+        if px.shape != (rows, cols):
             raise GeometryMismatchError(
-                f"the segmentation's frames are oriented {np.round(seg_dir, 3).tolist()} but "
-                f"series {geom.series_uid} is oriented "
-                f"{np.round(np.r_[geom.direction[0], geom.direction[1]], 3).tolist()}: resample "
-                "the segmentation onto the series grid first")
-    if meas is not None and meas.get("PixelSpacing"):
-        sp = [float(x) for x in meas.PixelSpacing]
-        if not np.allclose(sp, geom.spacing[1:], atol=1e-3, rtol=1e-3):
-            raise GeometryMismatchError(
-                f"the segmentation's pixel spacing is {sp} mm but series {geom.series_uid} has "
-                f"{list(geom.spacing[1:])} mm: resample the segmentation onto the series grid")
+                f"the segmentation's frames are {px.shape[0]}x{px.shape[1]} (rows x columns) but "
+                f"the images of series {geom.series_uid} are {rows}x{cols}: resample it onto "
+                "the series grid first")
+        return px
+    assert fr.orientation is not None
+    if fr.position is None:
+        raise GeometryMismatchError(
+            f"frame {fr.index + 1} of the segmentation is oriented unlike series "
+            f"{geom.series_uid} and gives no position: it cannot be laid on the series grid")
+    f_row, f_col = np.asarray(fr.orientation[:3]), np.asarray(fr.orientation[3:])
+    s_row, s_col = np.asarray(geom.direction[0]), np.asarray(geom.direction[1])
+    d_row, d_col = fr.spacing or (geom.spacing[1], geom.spacing[2])
+    # series column index x and row index y of frame pixel (r, c): x = x0 + c*a + r*b, ...
+    origin = np.asarray(fr.position) - np.asarray(geom.positions[k])
+    x0, y0 = origin @ s_row / geom.spacing[2], origin @ s_col / geom.spacing[1]
+    a, b = d_col * (f_row @ s_row) / geom.spacing[2], d_row * (f_col @ s_row) / geom.spacing[2]
+    c_, d = d_col * (f_row @ s_col) / geom.spacing[1], d_row * (f_col @ s_col) / geom.spacing[1]
+    steps = np.array([a, b, c_, d, x0, y0])
+    if (not np.allclose(steps, np.round(steps), atol=0.01)
+            or sorted(np.abs(np.round(steps[:4]))) != [0, 0, 1, 1]):
+        raise GeometryMismatchError(
+            f"the segmentation's frames are oriented {np.round(fr.orientation, 3).tolist()} "
+            f"with pixel spacing {[d_row, d_col]} mm but series {geom.series_uid} is oriented "
+            f"{np.round(np.r_[s_row, s_col], 3).tolist()} with {list(geom.spacing[1:])} mm: "
+            "resample the segmentation onto the series grid first")
+    a, b, c_, d, x0, y0 = (int(v) for v in np.round(steps))
+    r, c = np.nonzero(px)
+    x, y = x0 + c * a + r * b, y0 + c * c_ + r * d
+    inside = (x >= 0) & (x < cols) & (y >= 0) & (y < rows)
+    if not inside.all():
+        raise GeometryMismatchError(
+            f"frame {fr.index + 1} of the segmentation reaches outside the images of series "
+            f"{geom.series_uid}: resample it onto the series grid first")
+    out = np.zeros((rows, cols), dtype=px.dtype)
+    out[y, x] = px[r, c]
+    return out
 
 
 def _place_frames(seg: Dataset, frames: list[_Frame], geom: SeriesGeometry,
@@ -511,9 +554,8 @@ def _place_frames(seg: Dataset, frames: list[_Frame], geom: SeriesGeometry,
     index = {(sl.sop_instance_uid, sl.frame): k for k, sl in enumerate(geom.slices)}
     multi = {sl.sop_instance_uid for sl in geom.slices if sl.frame > 1}
     preserved = str(seg.get("SpatialLocationsPreserved", "YES") or "YES").upper() != "NO"
-    pos_checked = False
     normal = np.asarray(geom.direction[2])
-    positions = np.asarray(geom.positions, dtype=float)
+    levels = np.asarray(geom.positions, dtype=float) @ normal
     out = []
     for fr in frames:
         k = None
@@ -528,15 +570,14 @@ def _place_frames(seg: Dataset, frames: list[_Frame], geom: SeriesGeometry,
                 if k is not None:
                     break
         if k is None and fr.position is not None and geom.has_patient_frame:
-            if not pos_checked:
-                _check_plane_grid(seg, geom)
-                pos_checked = True
-            d = np.linalg.norm(positions - np.asarray(fr.position), axis=1)
+            # along the slice normal: a frame described from another corner (rows or
+            # columns reversed) has another in-plane origin; _in_plane checks the rest
+            z = float(np.dot(normal, fr.position))
+            d = np.abs(levels - z)
             best = int(np.argmin(d))
             if d[best] <= TOLERANCE_MM + 1e-3 * max(geom.spacing):
                 k = best
             elif not fr.refs:
-                z = float(np.dot(normal, fr.position))
                 raise GeometryMismatchError(
                     f"frame {fr.index + 1} of the segmentation lies at {z:.3f} mm along the slice "
                     f"normal, which is no slice of series {geom.series_uid} (nearest is "
@@ -607,15 +648,10 @@ def import_path(node: Node, path: Path, options: ImportOptions) -> ImportResult:
             return done
         series = _target_series(s, mapper, seg, frames, options)
         geom = geometry_of_series(s, series)
-        if (int(seg.Rows), int(seg.Columns)) != tuple(geom.shape[1:]):
-            raise GeometryMismatchError(
-                f"the segmentation's frames are {int(seg.Rows)}x{int(seg.Columns)} (rows x "
-                f"columns) but the images of series {geom.series_uid} are "
-                f"{geom.shape[1]}x{geom.shape[2]}: resample it onto the series grid first")
         slices = _place_frames(seg, frames, geom, mapper)
         masks = {num: np.zeros(geom.shape, dtype=bool) for num, _, _ in segments}
         for fr, k in zip(frames, slices, strict=True):
-            px = np.asarray(seg.get_stored_frame(fr.index + 1))
+            px = _in_plane(np.asarray(seg.get_stored_frame(fr.index + 1)), fr, geom, k)
             if seg_type == "LABELMAP":
                 for num in masks:
                     masks[num][k] |= px == num
