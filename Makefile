@@ -40,10 +40,10 @@ typecheck: install
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto --cov --cov-report=term $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/pytest -m "not slow" -x -q $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto -m "not slow" -x -q $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m pip install -q -e '.[postgres,s3,dev,bench]'
