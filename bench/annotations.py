@@ -42,7 +42,6 @@ import datetime as dt
 import functools
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -59,7 +58,7 @@ import _annotations_data as data
 import _mida
 import numpy as np
 from _procmon import PeakRssSampler
-from _result import MIB, die_with_parent, log_tail
+from _result import MIB, die_with_parent, log_tail, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_QUESTIONS = (1, 2, 3)
@@ -656,22 +655,6 @@ def collect_ratios(answers: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU, memory and load, to read the numbers against."""
-    import psutil
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "nproc": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "kernel": platform.release(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def versions() -> dict[str, str]:

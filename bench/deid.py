@@ -43,7 +43,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -57,7 +56,7 @@ from typing import Any
 import _deid_peers
 import _mida
 import _orthanc
-from _result import die_with_parent, log_tail
+from _result import die_with_parent, log_tail, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -506,14 +505,6 @@ def table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU count and load, to read the numbers against."""
-    return {
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def versions(extra: dict[str, str]) -> dict[str, str]:

@@ -28,7 +28,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -45,7 +44,7 @@ import _corpus
 import _mida
 import _orthanc
 from _procmon import PeakRssSampler
-from _result import MethodResult
+from _result import MethodResult, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
 THROUGHPUT_TARGET = 1.5  # mida inst/s over the faster Orthanc path
@@ -370,30 +369,6 @@ def _checks(corpus_name: str, mida: dict[str, Any] | None) -> dict[str, Any]:
     return checks
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU, memory and load, to read the numbers against."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kib = 0
-    try:
-        meminfo = Path("/proc/meminfo").read_text().split()
-        mem_kib = int(meminfo[meminfo.index("MemTotal:") + 1])
-    except (OSError, ValueError):
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total_gib": round(mem_kib / 1024**2, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def software_versions(opts: Options) -> dict[str, str]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from mida.annotations.geometry import SeriesGeometry, geometry_of_series
@@ -446,19 +446,24 @@ def revise(s: Session, store: BlobStore, ann: Annotation, *, author: str,
     return rev
 
 
+def latest_revisions() -> Select[Annotation, AnnotationRevision]:
+    """``SELECT`` of every annotation with its latest revision, to filter further."""
+    last = (select(AnnotationRevision.annotation_id,
+                   func.max(AnnotationRevision.revision).label("rev"))
+            .group_by(AnnotationRevision.annotation_id).subquery())
+    return (select(Annotation, AnnotationRevision)
+            .join(last, last.c.annotation_id == Annotation.id)
+            .join(AnnotationRevision, (AnnotationRevision.annotation_id == Annotation.id)
+                  & (AnnotationRevision.revision == last.c.rev)))
+
+
 def query(s: Session, *, collection_ids: frozenset[int] | None = None,
           study_uid: str | None = None, series_uid: str | None = None,
           reader: str | None = None, status: str | None = None, label: str | None = None,
           task_id: int | None = None, schema_id: int | None = None,
           kind: str | None = None) -> list[tuple[Annotation, AnnotationRevision]]:
     """Annotations with their latest revision, filtered; newest first."""
-    last = (select(AnnotationRevision.annotation_id,
-                   func.max(AnnotationRevision.revision).label("rev"))
-            .group_by(AnnotationRevision.annotation_id).subquery())
-    q = (select(Annotation, AnnotationRevision)
-         .join(last, last.c.annotation_id == Annotation.id)
-         .join(AnnotationRevision, (AnnotationRevision.annotation_id == Annotation.id)
-               & (AnnotationRevision.revision == last.c.rev)))
+    q = latest_revisions()
     if collection_ids is not None:
         q = q.where(Annotation.collection_id.in_(collection_ids))
     if study_uid:

@@ -300,13 +300,7 @@ def case_annotations_raw(s: Session, task: AnnotationTask,
     (``case``, as :func:`annotate` records it); one without a case belongs to
     every case of its study.
     """
-    last = (select(AnnotationRevision.annotation_id,
-                   func.max(AnnotationRevision.revision).label("rev"))
-            .group_by(AnnotationRevision.annotation_id).subquery())
-    q = (select(Annotation, AnnotationRevision)
-         .join(last, last.c.annotation_id == Annotation.id)
-         .join(AnnotationRevision, (AnnotationRevision.annotation_id == Annotation.id)
-               & (AnnotationRevision.revision == last.c.rev))
+    q = (ann_store.latest_revisions()
          .where(Annotation.task_id == task.id,
                 or_(Annotation.series_id == case.series_id,
                     and_(Annotation.series_id.is_(None), Annotation.study_id == case.study_id)))

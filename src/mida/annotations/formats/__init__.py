@@ -114,6 +114,17 @@ def already_imported(s: Session, sha256: str, reader: str) -> list[str]:
     return [uid for uid, prov in rows if (prov or {}).get("file_sha256") == sha256]
 
 
+def previous_import(s: Session, sha: str, options: ImportOptions, name: str,
+                    schema: str = "") -> ImportResult | None:
+    """The result to return when this reader already imported this file (nothing created)."""
+    done = already_imported(s, sha, options.reader)
+    if not done:
+        return None
+    return ImportResult(created=[], skipped=[
+        f"{name} was already imported by reader {options.reader!r} ({len(done)} annotation(s)); "
+        "nothing was created"], file_sha256=sha, schema=schema)
+
+
 def _module(table: dict[str, str], fmt: str, what: str) -> Any:
     if fmt not in table:
         raise AnnotationError(f"cannot {what} format {fmt!r}: choose one of "

@@ -87,8 +87,8 @@ from mida.annotations.formats import (
     ExportResult,
     ImportOptions,
     ImportResult,
-    already_imported,
     file_sha256,
+    previous_import,
 )
 from mida.annotations.geometry import SeriesGeometry, geometry_of_series
 from mida.annotations.schema import Label, Schema
@@ -411,11 +411,9 @@ def import_path(node: Any, path: Path, options: ImportOptions) -> ImportResult:
     with node.catalog().session() as s:
         row, schema = _schema(s, path, body, options)
         result.schema = schema.ref
-        done = already_imported(s, sha, options.reader)
-        if done:
-            result.skipped.append(f"already imported by reader {options.reader} "
-                                  f"({len(done)} annotation(s)); nothing created")
-            return result
+        done = previous_import(s, sha, options, path.name, schema.ref)
+        if done is not None:
+            return done
         anns = [a for a in body["annotations"] if isinstance(a, dict)]
         labels = _categories(path, body, schema, options, {a.get("category_id") for a in anns})
         mapper = store.UidMapper(s, Pseudonymizer(node.key()))

@@ -84,8 +84,8 @@ from mida.annotations.formats import (
     ExportResult,
     ImportOptions,
     ImportResult,
-    already_imported,
     file_sha256,
+    previous_import,
 )
 from mida.annotations.geometry import TOLERANCE_MM, SeriesGeometry, geometry_of_series
 from mida.annotations.schema import Label, Schema
@@ -441,11 +441,9 @@ def import_path(node: Any, path: Path, options: ImportOptions) -> ImportResult:
     with node.catalog().session() as s:
         row, schema = _schema_row(s, path, options, sidecar)
         result.schema = schema.ref
-        done = already_imported(s, sha, options.reader)
-        if done:
-            result.skipped.append(f"already imported by reader {options.reader} "
-                                  f"({len(done)} annotation(s)); nothing created")
-            return result
+        done = previous_import(s, sha, options, path.name, schema.ref)
+        if done is not None:
+            return done
         mapper = store.UidMapper(s, Pseudonymizer(node.key()))
         target = mapper.target(series_uid=options.series_uid)
         assert target.series is not None

@@ -45,14 +45,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mida.annotations import store
-from mida.annotations.formats import ImportOptions, ImportResult, file_sha256
+from mida.annotations.formats import ImportOptions, ImportResult, file_sha256, previous_import
 from mida.annotations.formats.seg import (
     FileItem,
     clean_text,
     code_of,
     generic_code,
     known_values,
-    previous_import,
     provenance,
     quiet,
     resolve_labels,

@@ -70,8 +70,8 @@ from mida.annotations.formats import (
     ExportResult,
     ImportOptions,
     ImportResult,
-    already_imported,
     file_sha256,
+    previous_import,
 )
 from mida.annotations.geometry import TOLERANCE_MM, SeriesGeometry, geometry_of_series
 from mida.annotations.schema import Code, Label, Schema
@@ -304,16 +304,6 @@ def ref_uid(s: Session, mapper: store.UidMapper, uid: str) -> str:
         return uid
     return mapper.pseudonym(uid)
 
-
-def previous_import(s: Session, sha: str, options: ImportOptions, name: str,
-                    schema: str = "") -> ImportResult | None:
-    """The result to return when this reader already imported this file (nothing created)."""
-    done = already_imported(s, sha, options.reader)
-    if not done:
-        return None
-    return ImportResult(created=[], skipped=[
-        f"{name} was already imported by reader {options.reader!r} ({len(done)} annotation(s)); "
-        "nothing was created"], file_sha256=sha, schema=schema)
 
 
 def schema_ids(s: Session, ref: str | None) -> set[int] | None:

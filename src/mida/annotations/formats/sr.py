@@ -76,6 +76,7 @@ from mida.annotations.formats import (
     ImportOptions,
     ImportResult,
     file_sha256,
+    previous_import,
 )
 from mida.annotations.formats.seg import (
     FileItem,
@@ -85,7 +86,6 @@ from mida.annotations.formats.seg import (
     known_values,
     match_label,
     person_name,
-    previous_import,
     provenance,
     quiet,
     ref_uid,
