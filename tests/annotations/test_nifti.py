@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -448,8 +447,6 @@ def test_msd_hippocampus_mask_made_with_simpleitk_imports(node: Node, tmp_path: 
 
 @pytest.mark.shared_data
 def test_msd_hippocampus_mask_round_trips_through_seg(node: Node, tmp_path: Path) -> None:
-    if importlib.util.find_spec("mida.annotations.formats.seg") is None:
-        pytest.skip("the SEG exporter (formats/seg.py) is not there")
     folder = shared(*MSD, "TestVolumes", "Study1", "13_HCropVolume")
     labels, _ = _msd_mask(folder, tmp_path / "hippo.nii.gz")
     uid = _ingest_one(node, sorted(folder.glob("*.dcm")), tmp_path / "in", "msd")
