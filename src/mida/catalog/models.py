@@ -16,7 +16,9 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -380,6 +382,123 @@ class AnnotationRevision(Base):
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# ------------------------------------------------------------ issue 6: AI-ready datasets
+
+class Feature(Base):
+    """One feature value of a series: an acquisition parameter, a QC metric or radiomics.
+
+    ``family`` is ``acq`` (normalised acquisition parameters), ``qc`` (image
+    quality) or ``radiomics`` (pyradiomics, per annotated region). ``region``
+    is empty for whole-series features; for radiomics it names the region as
+    ``<label>:<annotation uid>@<revision>`` so a value stays traceable to the
+    exact mask it was computed on. Numbers go in ``value_num``, words in
+    ``value_text``. Extracting again replaces a series' values of that family.
+    """
+
+    __tablename__ = "feature"
+    __table_args__ = (UniqueConstraint("series_id", "family", "region", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    family: Mapped[str] = mapped_column(String(16), index=True)
+    region: Mapped[str] = mapped_column(String(160), default="")
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    value_num: Mapped[float | None] = mapped_column(Float)
+    value_text: Mapped[str | None] = mapped_column(String(256))
+    annotation_revision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("annotation_revision.id"))
+    extractor: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Cohort(Base):
+    """A saved cohort: a named expression over the catalog (see ``mida.datasets.cohort``).
+
+    A cohort is a definition, not a frozen list: it is evaluated again each time.
+    A release freezes its members.
+    """
+
+    __tablename__ = "cohort"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    expression: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Restriction(Base):
+    """A release restriction: a flag that keeps data out of releases and exports.
+
+    ``level`` is ``collection``, ``patient``, ``study`` or ``series`` and
+    ``target_id`` the row id at that level. ``reason`` is one of
+    ``personal_data``, ``trade_secret``, ``contract``, ``consent_withdrawn``
+    or ``embargo`` (with ``until``: the embargo ends on that date). A lifted
+    restriction keeps its row with ``lifted`` set.
+    """
+
+    __tablename__ = "restriction"
+    __table_args__ = (Index("ix_restriction_target", "level", "target_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))
+    until: Mapped[dt.date | None] = mapped_column(Date)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lifted: Mapped[dt.datetime | None] = mapped_column()
+    lifted_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class DatasetRelease(Base):
+    """An immutable, versioned dataset: the frozen members of a cohort with pinned labels.
+
+    Once ``status`` is ``ready`` nothing about the release changes. Its
+    manifest (every file with its sha256, the annotation revisions, the
+    de-identification profile and key id, the code version) is a JSON blob
+    in the node's store, addressed by ``manifest_sha256``.
+    """
+
+    __tablename__ = "dataset_release"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(32))
+    cohort_id: Mapped[int | None] = mapped_column(ForeignKey("cohort.id"))
+    expression: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="building")
+    split: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReleaseSeries(Base):
+    """A series frozen into a release, with its patient and split."""
+
+    __tablename__ = "release_series"
+    __table_args__ = (UniqueConstraint("release_id", "series_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("dataset_release.id"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+
+
+class ReleaseAnnotation(Base):
+    """An annotation revision pinned into a release (exports read exactly this revision)."""
+
+    __tablename__ = "release_annotation"
+    __table_args__ = (UniqueConstraint("release_id", "revision_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("dataset_release.id"), index=True)
+    revision_id: Mapped[int] = mapped_column(ForeignKey("annotation_revision.id"))
+
+
 Index("ix_study_patient_date", Study.patient_id, Study.StudyDate)
 
 __all__ = [
@@ -388,8 +507,11 @@ __all__ = [
     "AnnotationTask",
     "ApiToken",
     "Base",
+    "Cohort",
     "Collection",
+    "DatasetRelease",
     "DicomPeer",
+    "Feature",
     "Grant",
     "Instance",
     "Institution",
@@ -399,6 +521,9 @@ __all__ = [
     "Provenance",
     "PullItem",
     "QuarantineEntry",
+    "ReleaseAnnotation",
+    "ReleaseSeries",
+    "Restriction",
     "Series",
     "Study",
     "TaskAssignment",
