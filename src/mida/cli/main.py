@@ -22,9 +22,12 @@ from rich.progress import (
 from mida import __version__
 from mida.cli import common
 from mida.cli.access import grants_app, tokens_app, users_app
+from mida.cli.analytics import catalog_app
 from mida.cli.annotations import annotations_app, labels_app
+from mida.cli.datasets import cohort_app, release_app
 from mida.cli.deid import app as deid_app
 from mida.cli.dimse import aes_app, scp_command
+from mida.cli.features import features_app
 from mida.cli.jobs import jobs_app
 from mida.cli.output import console, emit_json, err_console, kv, table
 from mida.cli.pacs import pacs_app
@@ -53,6 +56,10 @@ app.add_typer(labels_app, name="labels")
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(models_app, name="models")
+app.add_typer(features_app, name="features")
+app.add_typer(cohort_app, name="cohort")
+app.add_typer(release_app, name="release")
+app.add_typer(catalog_app, name="catalog")
 
 JsonOpt = common.JsonOpt
 handle_errors = common.handle_errors

@@ -1,0 +1,1 @@
+"""AI-ready datasets: cohorts, immutable releases, exporters, dataset cards, packages."""
