@@ -157,3 +157,17 @@ class SchemaError(AnnotationError):
 
 class GeometryMismatchError(AnnotationError):
     """An annotation's grid (shape, spacing, origin, direction) does not fit its series."""
+
+
+class DatasetError(MidaError):
+    """A cohort, release, export, card or package cannot be made as asked."""
+
+
+class CohortSyntaxError(DatasetError):
+    """A cohort expression does not parse; ``column`` (1-based) points at the offending text."""
+
+    def __init__(self, message: str, expression: str, column: int) -> None:
+        self.expression = expression
+        self.column = column
+        caret = " " * (column - 1) + "^"
+        super().__init__(f"column {column}: {message}\n  {expression}\n  {caret}")

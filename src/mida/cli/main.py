@@ -24,7 +24,7 @@ from mida.cli import common
 from mida.cli.access import grants_app, tokens_app, users_app
 from mida.cli.analytics import catalog_app
 from mida.cli.annotations import annotations_app, labels_app
-from mida.cli.datasets import cohort_app, release_app
+from mida.cli.datasets import cohort_app, release_app, restrictions_app
 from mida.cli.deid import app as deid_app
 from mida.cli.dimse import aes_app, scp_command
 from mida.cli.features import features_app
@@ -59,6 +59,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(features_app, name="features")
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(release_app, name="release")
+app.add_typer(restrictions_app, name="restrictions")
 app.add_typer(catalog_app, name="catalog")
 
 JsonOpt = common.JsonOpt

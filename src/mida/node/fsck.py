@@ -16,7 +16,16 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from mida.catalog.models import Instance, Patient, Provenance, QuarantineEntry, Series, Study
+from mida.catalog.models import (
+    AnnotationRevision,
+    DatasetRelease,
+    Instance,
+    Patient,
+    Provenance,
+    QuarantineEntry,
+    Series,
+    Study,
+)
 from mida.node.service import Node
 from mida.storage.quarantine import QuarantineArea
 
@@ -66,11 +75,16 @@ def fsck(node: Node, *, repair: bool = False, verify: bool = False,
     rep = FsckReport()
     with catalog.session() as s:
         referenced = set(s.scalars(select(Instance.blob_sha256)))
+        # masks and release manifests live in the same store: not orphans
+        kept = set(s.scalars(select(AnnotationRevision.mask_sha256).where(
+            AnnotationRevision.mask_sha256.is_not(None))))
+        kept |= set(s.scalars(select(DatasetRelease.manifest_sha256).where(
+            DatasetRelease.manifest_sha256.is_not(None))))
         rep.instances = s.scalar(select(func.count()).select_from(Instance)) or 0
         quarantined = set(s.scalars(select(QuarantineEntry.original_sha256)))
     stored = set(store.iter_digests())
     rep.blobs = len(stored)
-    rep.orphan_blobs = sorted(stored - referenced)
+    rep.orphan_blobs = sorted(stored - referenced - kept)
     rep.missing_blobs = sorted(referenced - stored)
     if verify:
         for d in sorted(stored & referenced):
