@@ -70,8 +70,8 @@ class SplitSpec:
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"shares": [[n, v] for n, v in self.shares], "stratify": self.stratify, "seed": self.seed,
-                "unit": "patient",
+        return {"shares": [[n, v] for n, v in self.shares], "stratify": self.stratify,
+                "seed": self.seed, "unit": "patient",
                 "method": "sha256(seed, institution/PatientID) order within each stratum; "
                           "the i-th of n goes to the split holding (i + 0.5) / n"}
 
@@ -382,9 +382,9 @@ def _excluded(s: Session, reasons: dict[int, list[str]]) -> dict[str, Any]:
     info: dict[int, tuple[int, int, int]] = {}
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        n_inst = dict(s.execute(select(Instance.series_id, func.count(Instance.id))
-                                .where(Instance.series_id.in_(chunk))
-                                .group_by(Instance.series_id)).tuples())
+        n_inst = {sid: int(n) for sid, n in s.execute(
+            select(Instance.series_id, func.count(Instance.id))
+            .where(Instance.series_id.in_(chunk)).group_by(Instance.series_id))}
         for sid, study_id, patient_id in s.execute(
                 select(Series.id, Study.id, Study.patient_id)
                 .join(Study, Study.id == Series.study_id).where(Series.id.in_(chunk))):
