@@ -22,7 +22,7 @@ from rich.progress import (
 from mida import __version__
 from mida.cli import common
 from mida.cli.access import grants_app, tokens_app, users_app
-from mida.cli.analytics import catalog_app
+from mida.cli.analytics import catalog_app, sql_command
 from mida.cli.annotations import annotations_app, labels_app
 from mida.cli.datasets import cohort_app, release_app, restrictions_app
 from mida.cli.deid import app as deid_app
@@ -61,6 +61,7 @@ app.add_typer(cohort_app, name="cohort")
 app.add_typer(release_app, name="release")
 app.add_typer(restrictions_app, name="restrictions")
 app.add_typer(catalog_app, name="catalog")
+app.command("sql")(sql_command)
 
 JsonOpt = common.JsonOpt
 handle_errors = common.handle_errors
