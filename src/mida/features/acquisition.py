@@ -64,7 +64,7 @@ BODY_PART_SYNONYMS = {
 #: Manufacturer strings mapped to one short vendor name (prefix match on the upper-cased value).
 MANUFACTURERS = (
     ("SIEMENS", "SIEMENS"), ("GE ", "GE"), ("GE_", "GE"), ("GEMS", "GE"),
-    ("GENERAL ELECTRIC", "GE"), ("PHILIPS", "PHILIPS"), ("TOSHIBA", "TOSHIBA"),
+    ("GENERAL ELECTRIC", "GE"), ("G.E.", "GE"), ("PHILIPS", "PHILIPS"), ("TOSHIBA", "TOSHIBA"),
     ("CANON", "CANON"), ("HITACHI", "HITACHI"), ("FUJIFILM", "FUJIFILM"),
     ("UNITED IMAGING", "UIH"), ("UIH", "UIH"), ("AGFA", "AGFA"), ("CARESTREAM", "CARESTREAM"),
     ("HOLOGIC", "HOLOGIC"), ("ESAOTE", "ESAOTE"), ("SAMSUNG", "SAMSUNG"),
@@ -206,9 +206,21 @@ def _contrast(js: dict[str, Any]) -> tuple[int, str | None]:
     return int(used), agent or coded
 
 
-def instance_values(js: dict[str, Any]) -> dict[str, list[float] | list[str]]:
-    """Every acquisition value of one instance (one entry per frame where per frame)."""
-    out: dict[str, list[float] | list[str]] = {}
+def _positive(vals: list[float]) -> list[float]:
+    """Spacings and thicknesses: 0 or less is a placeholder (``0.000``), not a value."""
+    return [v for v in vals if v > 0]
+
+
+Values = dict[str, list[float] | list[str]]
+
+
+def instance_values(js: dict[str, Any], *, image: bool = True) -> Values:
+    """Every acquisition value of one instance (one entry per frame where per frame).
+
+    ``image`` is false for instances without pixels on a grid (SR, SEG,
+    RTSTRUCT, ...): they contribute only the modality and equipment names.
+    """
+    out: Values = {}
 
     def put(name: str, vals: list[float] | list[str]) -> None:
         if vals:
@@ -220,6 +232,8 @@ def instance_values(js: dict[str, Any]) -> dict[str, list[float] | list[str]]:
     mf = manufacturer(next(iter(_words(js, "Manufacturer")), None))
     put("manufacturer", [mf] if mf else [])
     put("model", _words(js, "ManufacturerModelName"))
+    if not image:
+        return out
     put("kvp", _nums(js, "KVP"))
     time_ms = _first_of(_nums(js, "ExposureTime"), _nums(js, "ExposureTimeInms"),
                         _nums(js, "ExposureTimeInuS", 1e-3))
@@ -237,9 +251,10 @@ def instance_values(js: dict[str, Any]) -> dict[str, list[float] | list[str]]:
     put("exposure_mas", mas)
     put("exposure_time_ms", time_ms)
     put("ctdi_vol_mgy", _nums(js, "CTDIvol"))
-    put("slice_thickness_mm", _nums(js, "SliceThickness"))
+    put("slice_thickness_mm", _positive(_nums(js, "SliceThickness")))
     spacing = h.lookup(js, "PixelSpacing") or h.lookup(js, "ImagerPixelSpacing")
-    pairs = [f for f in (h.floats(v[:2]) for v in spacing) if f is not None and len(f) == 2]
+    pairs = [f for f in (h.floats(v[:2]) for v in spacing)
+             if f is not None and len(f) == 2 and min(f) > 0]
     put("pixel_spacing_row_mm", [p[0] for p in pairs])
     put("pixel_spacing_col_mm", [p[1] for p in pairs])
     fs = [t for t in (field_strength_tesla(v) for v in _nums(js, "MagneticFieldStrength"))
@@ -264,12 +279,11 @@ def instance_values(js: dict[str, Any]) -> dict[str, list[float] | list[str]]:
     put("inversion_time_ms", _nums(js, "InversionTime"))
     put("flip_angle_deg", _nums(js, "FlipAngle"))
     put("reconstruction_kernel", _words(js, "ConvolutionKernel", join="/"))
-    if h.first(js, "Rows"):
-        used, agent = _contrast(js)
-        put("contrast", [float(used)])
-        put("contrast_agent", [agent] if agent else [])
-        put("rows", _nums(js, "Rows"))
-        put("columns", _nums(js, "Columns"))
+    used, agent = _contrast(js)
+    put("contrast", [float(used)])
+    put("contrast_agent", [agent] if agent else [])
+    put("rows", _nums(js, "Rows"))
+    put("columns", _nums(js, "Columns"))
     return out
 
 
@@ -305,8 +319,10 @@ def acquisition_features(datasets: Sequence[dict[str, Any]],
     if not datasets:
         return FamilyResult(skipped="the series has no instances")
     pooled: dict[str, list[Any]] = {}
+    images = [js for js in datasets if h.is_image(js, str(h.first(js, "SOPClassUID") or ""))]
+    image_ids = {id(js) for js in images}
     for js in datasets:
-        for name, vals in instance_values(js).items():
+        for name, vals in instance_values(js, image=id(js) in image_ids).items():
             pooled.setdefault(name, []).extend(vals)
     out: list[FeatureValue] = []
     for name in sorted(pooled):
@@ -325,7 +341,6 @@ def acquisition_features(datasets: Sequence[dict[str, Any]],
             varies = _varies_num(fl) and name != "contrast"
         if varies:
             out.append(num(f"{name}_varies", 1))
-    images = [js for js in datasets if h.is_image(js, str(h.first(js, "SOPClassUID") or ""))]
     if images:
         out.append(num("slices", sum(h.frames(js) for js in images)))
         z, _ = h.slice_coordinates(images, series_uid)

@@ -191,7 +191,8 @@ class _PixelStats:
         sigma = haar_noise(values, invalid2)
         if sigma is not None:
             self.sigmas.append(sigma)
-        data = values[~invalid2] if invalid2.any() else values.ravel()
+        kept = np.asarray(keep.all(axis=-1)) if stored.ndim == 3 else keep
+        data = values[kept]
         if data.size:
             self.vmin = min(self.vmin, float(data.min()))
             self.vmax = max(self.vmax, float(data.max()))
