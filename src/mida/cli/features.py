@@ -92,8 +92,13 @@ def show_cmd(
         console.print(f"[dim]no feature values for series {series_uid}: run "
                       "'mida features extract --series UID'[/dim]")
         return
-    table([{k: r[k] for k in ("family", "region", "name", "value")} for r in rows],
-          title=series_uid)
+    console.print(f"series [bold]{series_uid}[/bold]")
+    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["region"]), []).append(
+            {"name": r["name"], "value": r["value"]})
+    for (fam, region), values in groups.items():
+        table(values, title=f"{fam} {region}".strip())
 
 
 @features_app.command("ls")
