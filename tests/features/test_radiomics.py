@@ -19,6 +19,7 @@ from mida.features import extract, features_of
 from mida.features.radiomics import SETTINGS, extractor_name
 from mida.node import Node
 from tests.annotations.conftest import SCHEMA
+from tests.conftest import shared
 from tests.features.conftest import catalog_uid, ingest_series, phantom, write_series
 
 
@@ -114,3 +115,58 @@ def test_series_without_masks_is_skipped_and_empty_masks_noted(node: Node, tmp_p
         s.commit()
         res = extract(s, node.store(), series_uids=[uid], radiomics=True, qc=False)
     assert len(res.skipped) == 1 and res.skipped[0].reason.endswith("the mask is empty")
+
+
+def test_radiomics_on_totalsegmentator_reference_ct_equal_pyradiomics(
+        node: Node, tmp_path: Path) -> None:
+    """Real data: a 20-slice JPEG 2000 CT and one organ of its reference label map.
+
+    The direct run reads the DICOM files with SimpleITK (GDCM) and the NIfTI
+    label map with SimpleITK, placing it on the CT grid by physical space
+    (nearest neighbour; the two grids are the same lattice, the NIfTI flipped
+    in y). mida reads the same files through ingest, the catalog's geometry
+    and its own decoder.
+    """
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    ts = shared("labelled", "totalsegmentator_ref")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    study, series = generate_uid(), generate_uid()
+    for p in sorted((ts / "example_ct_dicom").iterdir()):
+        # the reference series leaves its study/series/SOP UIDs empty; mida needs them
+        ds = dcmread(p)
+        for kw, v in (("SOPClassUID", ds.file_meta.MediaStorageSOPClassUID),
+                      ("SOPInstanceUID", ds.file_meta.MediaStorageSOPInstanceUID),
+                      ("StudyInstanceUID", study), ("SeriesInstanceUID", series)):
+            if not str(ds.get(kw, "") or "").strip():
+                setattr(ds, kw, v)
+        ds.save_as(folder / f"{p.name}.dcm", enforce_file_format=True)
+    ingest_series(node, folder)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    image = reader.Execute()
+    labels = sitk.Resample(sitk.ReadImage(str(ts / "example_seg_dicom.nii.gz")), image,
+                           sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    organ = sitk.GetArrayFromImage(labels) == 7  # a small organ: ~1,300 voxels
+    assert 1000 < organ.sum() < 2000
+    uid = catalog_uid(node, series)
+    with node.catalog().session() as s:
+        g = series_geometry(s, uid)
+        assert g.origin == pytest.approx(image.GetOrigin())
+        assert np.asarray(g.direction).T.ravel() == pytest.approx(image.GetDirection())
+        schema, _ = ann_store.add_schema(s, parse_schema(SCHEMA))
+        ann_store.create(s, node.store(), target=ann_store.UidMapper(s).target(series_uid=uid),
+                         schema=schema, label="liver", reader="totalsegmentator", mask=organ,
+                         geometry=g)
+        s.commit()
+        extract(s, node.store(), series_uids=[uid], radiomics=True, qc=False)
+        (got,) = features_of(s, uid, family="radiomics")["radiomics"].values()
+    label = sitk.GetImageFromArray(organ.astype(np.uint8))
+    label.CopyInformation(image)
+    want = {k: float(v) for k, v in featureextractor.RadiomicsFeatureExtractor(**SETTINGS)
+            .execute(image, label, label=1).items() if not k.startswith("diagnostics_")}
+    assert set(got) == set(want)
+    for name, value in want.items():
+        assert got[name] == pytest.approx(value, rel=1e-6, abs=1e-12), name
