@@ -40,6 +40,7 @@ False
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import re
@@ -47,6 +48,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -77,8 +79,14 @@ from mida.errors import MidaError, NotFoundError
 
 _Query: TypeAlias = "Select[*tuple[Any, ...]]"
 
-BATCH = 5000
-"""Rows read from the catalog and written to Parquet at a time."""
+BATCH = 2000
+"""Rows read from the catalog and written to Parquet at a time.
+
+A batch of instances in flight (decoded DICOM JSON, column lists, Arrow
+arrays) took about 150 kB per instance when measured (50,000 CT instances:
++130 MB at 500, +300 MB at 2,000, +555 MB at 4,000, for 22.5 s, 20.6 s and
+17.6 s), so larger batches buy little time for much memory.
+"""
 
 FORMAT = "mida-catalog-snapshot/1"
 MANIFEST = "snapshot.json"
@@ -495,8 +503,26 @@ def _batches(session: Session, stmt: _Query, key: Any,
         rows = session.execute(q).all()
         if not rows:
             return
-        yield rows
         last = rows[-1][0]
+        yield rows
+        del rows  # before the next batch is read, not after
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while batches of DICOM JSON are decoded.
+
+    A batch is millions of small dicts and lists that reference counting
+    frees; the collector would walk them again and again while they are alive
+    (measured: JSON decoding 5x slower with it on). They hold no cycles.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _utc(t: dt.datetime | None) -> dt.datetime | None:
@@ -654,9 +680,10 @@ def export_parquet(session: Session, out_dir: Path, *,
     try:
         rows: dict[str, int] = {}
         schemas: dict[str, pa.Schema] = {}
-        rows["instances"], schemas["instances"] = _write_instances(
-            session, tmp / "instances.parquet",
-            only(_instance_query(), Study.collection_id))
+        with _gc_paused():
+            rows["instances"], schemas["instances"] = _write_instances(
+                session, tmp / "instances.parquet",
+                only(_instance_query(), Study.collection_id))
         simple: list[tuple[str, _Query, Any, list[tuple[str, pa.DataType]]]] = [
             ("series", only(_series_query(), Study.collection_id), Series.id, _SERIES_COLS),
             ("studies", only(_study_query(), Study.collection_id), Study.id, _STUDY_COLS),
