@@ -50,6 +50,8 @@ def archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def test_extract_show_and_ls(archive: dict[str, Any]) -> None:
     uid = archive["uid"]
+    said = _ok("features", "extract", "--collection", "ct", "--radiomics")
+    assert "1 series: 1 with values" in said and "radiomics 0" in said and "skipped" in said
     out = _js("features", "extract", "--collection", "ct")
     assert (out["series"], out["done"], out["skipped"]) == (1, 1, [])
     assert set(out["by_family"]) == {"acq", "qc"}
