@@ -30,6 +30,7 @@ run: install
 	@test -f $(SAMPLE_DIR)/phi_manifest.json || $(BIN)/mida sample $(SAMPLE_DIR) --patients $(SAMPLE_PATIENTS)
 	$(BIN)/mida ingest $(SAMPLE_DIR) --collection sample
 	$(BIN)/mida labels add docs/examples/labels/ct-liver.yaml
+	$(BIN)/mida features extract --collection sample
 	$(BIN)/mida stats
 	$(BIN)/mida serve
 

@@ -396,7 +396,9 @@ class Feature(Base):
     """
 
     __tablename__ = "feature"
-    __table_args__ = (UniqueConstraint("series_id", "family", "region", "name"),)
+    __table_args__ = (UniqueConstraint("series_id", "family", "region", "name"),
+                      # cohort tests like acq.kvp >= 100 filter by family, name and value
+                      Index("ix_feature_family_name_num", "family", "name", "value_num"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
     family: Mapped[str] = mapped_column(String(16), index=True)

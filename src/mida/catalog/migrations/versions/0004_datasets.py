@@ -98,6 +98,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_feature_family'), ['family'], unique=False)
         batch_op.create_index(batch_op.f('ix_feature_name'), ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_feature_series_id'), ['series_id'], unique=False)
+        batch_op.create_index('ix_feature_family_name_num', ['family', 'name', 'value_num'],
+                              unique=False)
 
     op.create_table('release_annotation',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -121,6 +123,7 @@ def downgrade() -> None:
 
     op.drop_table('release_annotation')
     with op.batch_alter_table('feature', schema=None) as batch_op:
+        batch_op.drop_index('ix_feature_family_name_num')
         batch_op.drop_index(batch_op.f('ix_feature_series_id'))
         batch_op.drop_index(batch_op.f('ix_feature_name'))
         batch_op.drop_index(batch_op.f('ix_feature_family'))
