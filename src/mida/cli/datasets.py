@@ -301,3 +301,7 @@ def restrictions_lift(restriction_id: Annotated[int, typer.Argument(help="Restri
 
 # ------------------------------------------------------------------ commands of other modules
 # (export, card, package register themselves below, one line each)
+from mida.cli.cards import card_command, package_command  # noqa: E402
+
+release_app.command("card")(card_command)
+release_app.command("package")(package_command)
