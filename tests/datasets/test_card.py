@@ -346,3 +346,18 @@ def test_age_from_the_dicom_age_string(text: str | None, years: int | None) -> N
     if years is not None:
         assert card_data.age_band(years) == ("90+" if years >= 90 else
                                              f"{years // 10 * 10}-{years // 10 * 10 + 9}")
+
+
+def test_cards_read_the_catalog_on_both_backends(cohort_any: Cohort) -> None:
+    n = cohort_any.node
+    with n.catalog().session() as s:
+        row = release.create(s, n.store(), "liver", "1.0.0", expression="modality = 'CT'")
+        s.commit()
+        c = card.build_card(s, n.store(), row)
+    t = c.programme_table
+    assert [(i["code"], i["name"]) for i in t["source"]["institutions"]] == [
+        ("TEST", "Test Hospital")]
+    assert [(x["name"], x["institution"], x["deid_profile"], x["series"])
+            for x in t["source"]["collections"]] == [("liver-a", "TEST", "default", 6),
+                                                     ("liver-b", "TEST", "default", 3)]
+    assert c.deid_report["profiles"][0]["key_id"] == n.key_id

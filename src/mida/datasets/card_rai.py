@@ -203,6 +203,11 @@ def limitations(manifest: dict[str, Any], table: dict[str, Any],
     return out
 
 
+def _item(a: dict[str, Any]) -> str | None:
+    """What an annotation is counted on: its series, or its study for study-level labels."""
+    return a.get("SeriesInstanceUID") or a.get("StudyInstanceUID")
+
+
 def rai_fields(manifest: dict[str, Any], table: dict[str, Any], cs: dict[str, Chart],
                report: dict[str, Any]) -> dict[str, Any]:
     """The Croissant RAI fields, each computed from the manifest and the reports."""
@@ -212,12 +217,11 @@ def rai_fields(manifest: dict[str, Any], table: dict[str, Any], cs: dict[str, Ch
     sites = ", ".join(f"{i['name']} ({i['code']})" for i in src["institutions"])
     colls = ", ".join(c["name"] for c in src["collections"])
     tr = table["time_range"]
-    per_item = Counter(a.get("SeriesInstanceUID") or a.get("StudyInstanceUID") for a in anns)
-    readers_per = [len({a["reader"] for a in anns if a["label"] == it["label"]
-                        and (a.get("SeriesInstanceUID") or a.get("StudyInstanceUID")) == t})
-                   for it in items for t in {a.get("SeriesInstanceUID")
-                                             or a.get("StudyInstanceUID")
-                                             for a in anns if a["label"] == it["label"]}]
+    per_item = Counter(_item(a) for a in anns)
+    readers_by: dict[tuple[str, str | None], set[str]] = defaultdict(set)
+    for a in anns:
+        readers_by[(a["label"], _item(a))].add(a["reader"])
+    readers_per = [len(v) for v in readers_by.values()]
     persons = sorted({a["reader"] for a in anns if a.get("reader_kind") != "model"})
     models = sorted({f"{a['reader']} {a.get('model_version') or ''}".strip()
                      for a in anns if a.get("reader_kind") == "model"})
