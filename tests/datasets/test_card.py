@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pydicom
 import pytest
@@ -171,6 +172,15 @@ def test_composition_charts_for_every_dimension(written: tuple[card.Card, Path],
         assert page.count(f'id="chart-{key}"') == 1, key
         assert f"### {card_render_title(ch.title)}" in md
     assert page.count("<svg") == len(c.charts) == 8
+    # each chart is well-formed SVG with one bar per group, the longest for the largest count
+    for key, ch in c.charts.items():
+        start = page.rindex("<svg", 0, page.index(f'id="chart-{key}"'))
+        svg = ElementTree.fromstring(page[start:page.index("</svg>", start) + 6])
+        bars = svg.findall("{http://www.w3.org/2000/svg}rect")
+        assert len(bars) == len(ch.counts), key
+        widths = [float(b.get("width", "0")) for b in bars]
+        assert widths.index(max(widths)) == [n for _, n in ch.counts].index(
+            max(n for _, n in ch.counts)), key
 
 
 def card_render_title(title: str) -> str:

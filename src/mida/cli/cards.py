@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mida.cli.common import JsonOpt, audit, handle_errors, node
-from mida.cli.output import console, emit_json, kv
+from mida.cli.output import console, emit_json, err_console, kv
 
 RefArg = Annotated[str, typer.Argument(help="NAME@X.Y.Z (or NAME: the latest version).")]
 LicenseOpt = Annotated[str | None, typer.Option(
@@ -78,13 +79,21 @@ def package_command(
     from mida.datasets import package, release
 
     n = node()
-    with n.catalog().session() as s:
+    bar = Progress(TextColumn("[bold]package[/bold]"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err_console, disable=json_out or not with_data)
+    task = bar.add_task("series", total=None)
+
+    def on_series(p: Any) -> None:  # an ExportProgress, after each series of the data
+        bar.update(task, completed=p.series_done, total=p.series_total)
+
+    with bar, n.catalog().session() as s:
         row = release.get(s, ref)
         name = f"{row.name}@{row.version}"
         path = package.package(s, n.store(), row, out,
                                include_data=data_format if with_data else None,
                                home=n.settings.home, license=license,
-                               contact_name=contact_name, contact_email=contact_email)
+                               contact_name=contact_name, contact_email=contact_email,
+                               progress=on_series)
     info = bagit.Bag(str(path)).info
     oxum = info.get("Payload-Oxum", "")
     audit("release.package", {"release": name, "out": str(path), "with_data": with_data,
