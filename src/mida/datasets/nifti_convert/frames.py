@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -415,7 +416,10 @@ def _csa_image_header(ds: Dataset) -> dict[str, Any] | None:
     if private(ds, 0x0029, "SIEMENS CSA HEADER", 0x10) is None:
         return None
     try:
-        from nibabel.nicom import csareader
+        with warnings.catch_warnings():
+            # nibabel warns that its DICOM readers are experimental; only the CSA parser is used
+            warnings.simplefilter("ignore")
+            from nibabel.nicom import csareader
 
         header: dict[str, Any] | None = csareader.get_csa_header(ds, "image")
     except Exception:  # a malformed CSA header is ignored, as the fallbacks still apply
