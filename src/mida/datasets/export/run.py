@@ -202,6 +202,19 @@ def _intact(out: Path, entry: dict[str, Any]) -> bool:
     return True
 
 
+def _remove(out: Path, rel: str) -> None:
+    """Delete a file an earlier run wrote, and the folders it leaves empty."""
+    path = out / rel
+    path.unlink(missing_ok=True)
+    for parent in path.parents:
+        if parent == out or not parent.is_relative_to(out):
+            break
+        try:
+            parent.rmdir()
+        except OSError:  # not empty
+            break
+
+
 def excluded_now(s: Session, row: DatasetRelease,
                  manifest: dict[str, Any]) -> dict[str, list[str]]:
     """Series UID -> reasons, for the release's series that a restriction now keeps out."""
@@ -320,7 +333,7 @@ def export(s: Session, store: BlobStore, row: DatasetRelease, formats: Sequence[
     files = {k: v for k, v in files.items() if not k.startswith(WORK_NAME + "/")}
 
     for stale in sorted(old_files - set(files)):  # e.g. series withdrawn since the last run
-        (out / stale).unlink(missing_ok=True)
+        _remove(out, stale)
     reasons = Counter(r for rs in excluded.values() for r in rs)
     report = {
         "mida_export": REPORT_FORMAT, **header, "mida_version": mida.__version__,
