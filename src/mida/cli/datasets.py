@@ -305,3 +305,7 @@ from mida.cli.cards import card_command, package_command  # noqa: E402
 
 release_app.command("card")(card_command)
 release_app.command("package")(package_command)
+
+from mida.cli.exports import export_command  # noqa: E402
+
+release_app.command("export")(export_command)
