@@ -492,3 +492,17 @@ def test_matches_installed_dcm2niix(name: str, tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=60)
     [vol] = volumes_from_datasets([pydicom.dcmread(p) for p in sorted((tmp_path / "in").iterdir())])
     assert_same_image(vol, tmp_path / "out" / "ref.nii")
+
+
+@pytest.mark.shared_data
+def test_jpeg2000_ct_series_matches_installed_dcm2niix(tmp_path: Path) -> None:
+    """A real CT series (20 slices, JPEG 2000 lossless, Rescale Intercept -1024)."""
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        pytest.skip("dcm2niix is not installed (Debian package dcm2niix)")
+    folder = shared("labelled", "totalsegmentator_ref", "example_ct_dicom")
+    subprocess.run([exe, "-f", "ref", "-o", str(tmp_path), str(folder)],
+                   check=True, capture_output=True, timeout=120)
+    [vol] = volumes_from_datasets([pydicom.dcmread(p) for p in sorted(folder.iterdir())])
+    assert_same_image(vol, tmp_path / "ref.nii")
+    assert (vol.image.dataobj.slope, vol.image.dataobj.inter) == (1.0, -1024.0)
