@@ -68,9 +68,10 @@ def make_node(root: Path) -> Node:
     return init_node(settings, "TEST", "Test Hospital", key=b"k" * 32)
 
 
-def build(root: Path, name: str = "demo") -> Built:
-    """Ingest, annotate and release the dataset of the module docstring."""
-    node = make_node(root)
+def build(root: Path, name: str = "demo", node: Node | None = None) -> Built:
+    """Ingest, annotate and release the dataset of the module docstring (on ``node``,
+    or a new SQLite node under ``root``)."""
+    node = node or make_node(root)
     p = Pseudonymizer(node.key())
     b = Built(node, f"{name}@1.0.0")
     folders = []

@@ -13,6 +13,7 @@ from mida.annotations import store
 from mida.datasets import release
 from mida.datasets.export import ExportProgress, available, exporters, parse_formats
 from mida.errors import ConflictError, DatasetError
+from mida.node import Node
 from mida.sharing import restrictions
 from tests.datasets.export_fixtures import Built, build, file_hashes, run_export
 
@@ -129,7 +130,8 @@ def test_refuses_a_folder_that_holds_something_else(built: Built, tmp_path: Path
 
 
 def test_restrictions_added_after_the_release_stop_distribution(
-        built: Built, tmp_path: Path) -> None:
+        any_node: Node, tmp_path: Path) -> None:
+    built = build(tmp_path, node=any_node)
     out = tmp_path / "out"
     run_export(built, ["dicom,nifti"], out)
     p1 = built.series["P1"]
@@ -154,3 +156,27 @@ def test_restrictions_added_after_the_release_stop_distribution(
     # the release itself is unchanged
     with built.node.catalog().session() as s:
         assert release.load_manifest(built.node.store(), release.get(s, built.ref)) == manifest
+
+
+def test_a_series_that_cannot_be_converted_is_left_out_of_the_nifti_formats(
+        built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mida.datasets import convert
+    from mida.datasets.convert import ConversionError
+
+    real = convert.volumes_from_datasets
+    p2 = built.series["P2"]
+
+    def fussy(datasets: Any) -> Any:
+        items = list(datasets)
+        if str(items[0].SeriesInstanceUID) == p2:
+            raise ConversionError("slice spacing varies (2.5 to 5.0 mm)")
+        return real(items)
+
+    monkeypatch.setattr(convert, "volumes_from_datasets", fussy)
+    res = run_export(built, ["dicom,nifti,nnunet"], tmp_path / "out")
+    assert any(f"series {p2} cannot be converted to NIfTI (slice spacing varies" in n
+               for n in res.notes)
+    files = {f["path"] for f in res.report["files"]}
+    assert any(p2 in f for f in files if f.startswith("DICOM/"))
+    assert not any(p2 in f for f in files if f.startswith("nifti/"))
+    assert sum(1 for f in files if "/labelsTr/" in f) == 2  # P1 and P3 are left

@@ -130,10 +130,16 @@ class LabelInfo:
     label: Label
 
     def describe(self) -> dict[str, Any]:
-        return {"value": self.value, "name": self.name, "type": self.type,
-                "schema": self.schema, "concept": self.label.concept.model_dump(),
-                "colour": self.label.colour,
-                **({"values": list(self.label.values)} if self.label.values else {})}
+        """Name, type, schema, concept, colour; the value of a mask label, the values
+        a classification takes."""
+        out: dict[str, Any] = {"name": self.name, "type": self.type, "schema": self.schema,
+                               "concept": self.label.concept.model_dump(),
+                               "colour": self.label.colour}
+        if self.type == "classification":
+            out["values"] = list(self.label.values)
+        else:
+            out["value"] = self.value
+        return out
 
 
 @dataclass

@@ -39,6 +39,8 @@ class MonaiExporter(Exporter):
     def series(self, item: SeriesItem) -> Record:
         best = item.best_masks()
         cases: list[dict[str, Any]] = []
+        if not item.volumes and item.conversion_error:
+            self.ctx.note(item.conversion_error)
         for k, vol in enumerate(item.volumes):
             case = case_id(item.meta, vol.suffix)
             lm = item.label_map(k, best)

@@ -47,6 +47,8 @@ class NiftiExporter(Exporter):
         for a in item.masks():
             by_reader[a["reader"] or "unknown"].append(a)
         volumes = []
+        if not item.volumes and item.conversion_error:
+            self.ctx.note(item.conversion_error)
         for k, vol in enumerate(item.volumes):
             stem = safe(item.uid) + vol.suffix
             image = self.path(*folder, stem + ".nii.gz")

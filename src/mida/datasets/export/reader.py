@@ -138,6 +138,7 @@ class SeriesItem:
         self._png: dict[tuple[str, int], bytes | None] = {}
         self._gz: dict[int, bytes] = {}
         self.bytes_read = 0
+        self.conversion_error: str | None = None
 
     # ------------------------------------------------------------ identity
     @property
@@ -199,17 +200,21 @@ class SeriesItem:
     # ------------------------------------------------------------ volumes
     @cached_property
     def volumes(self) -> list[Any]:
-        """The series as NIfTI volumes, dcm2niix's way (:mod:`mida.datasets.convert`)."""
+        """The series as NIfTI volumes, dcm2niix's way (:mod:`mida.datasets.convert`).
+
+        Empty when the series cannot be converted; ``conversion_error`` then says why.
+        """
         from mida.datasets import convert
 
         order = [self.datasets[i["SOPInstanceUID"]] for i in self.meta["instances"]]
         try:
             return list(convert.volumes_from_datasets(order))
-        except DatasetError:
-            raise
-        except Exception as exc:  # a pixel decoder this install lacks, say
-            raise DatasetError(f"series {self.uid} cannot be converted to NIfTI "
-                               f"({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # irregular slices, a pixel decoder this install lacks...
+            why = str(exc).splitlines()[0][:200] if isinstance(exc, DatasetError) \
+                else type(exc).__name__
+            self.conversion_error = (f"series {self.uid} cannot be converted to NIfTI ({why}); "
+                                     "it is left out of the nifti, nnunet and monai exports")
+            return []
 
     def volume_gz(self, k: int) -> bytes:
         """Volume ``k`` as ``.nii.gz`` bytes (deterministic; compressed once per series)."""

@@ -20,6 +20,7 @@ folder holding ``mida-export.json`` and no ``.mida-export/`` is complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -188,8 +189,10 @@ def _prepare(out: Path, header: dict[str, Any]) -> tuple[dict[str, dict[str, Any
     for tmp in out.rglob("*" + TMP_SUFFIX):  # left by a kill mid-write
         tmp.unlink(missing_ok=True)
     work.mkdir(exist_ok=True)
-    if jheader is None:
-        (work / JOURNAL).write_bytes(json.dumps(header, sort_keys=True).encode() + b"\n")
+    if jheader is None:  # written whole or not at all: a torn header would block the folder
+        tmp = work / (JOURNAL + TMP_SUFFIX)
+        tmp.write_bytes(json.dumps(header, sort_keys=True).encode() + b"\n")
+        os.replace(tmp, work / JOURNAL)
     return entries, old_files
 
 
