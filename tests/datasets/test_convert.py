@@ -372,6 +372,31 @@ def test_colour_ultrasound_is_rgb24() -> None:
     assert tuple(got[1, 0, 0]) == tuple(rgb[3, 1])
 
 
+def test_rt_dose_frames_are_placed_by_grid_frame_offset_and_scaled_to_gray() -> None:
+    ds = make_dataset(Modality="RTDOSE", RescaleSlope=None, RescaleIntercept=None)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.2"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 4, 6, 3
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit, ds.PixelRepresentation = 31, 0
+    ds.PixelSpacing, ds.ImageOrientationPatient = [2, 2], [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [-5, -4, 10]
+    ds.GridFrameOffsetVector, ds.DoseGridScaling = [0, 2.5, 5], 0.001
+    ds.PixelData = np.arange(72, dtype=np.uint32).tobytes()
+    [vol] = volumes_from_datasets([ds])
+    assert vol.image.shape == (6, 4, 3) and vol.image.get_data_dtype() == np.uint32
+    np.testing.assert_allclose(vol.image.affine[:3, 2:], [[0, 5], [0, -2], [2.5, 10]])
+    assert vol.image.dataobj.slope == pytest.approx(0.001)
+
+
+def test_volumes_pickle_for_process_pools() -> None:
+    import pickle
+
+    [vol] = volumes_from_datasets(stack(3, RescaleSlope=2, RescaleIntercept=-1024))
+    back = pickle.loads(pickle.dumps(vol))
+    assert np.array_equal(back.image.get_fdata(), vol.image.get_fdata())
+    assert back.sidecar == vol.sidecar and back.image.dataobj.slope == 2
+
+
 def test_uneven_spacing_repeats_and_mixed_series_are_refused() -> None:
     uneven = stack(4)
     uneven[3].ImagePositionPatient = [-10, -20, 5 + 2.5 * 4]

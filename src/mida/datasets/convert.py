@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mida.catalog.models import Instance, Series
-from mida.datasets.nifti_convert.frames import frames_of
+from mida.datasets.nifti_convert.frames import PIXEL_KEYWORDS, frames_of
 from mida.datasets.nifti_convert.models import ConversionError, NiftiVolume
 from mida.datasets.nifti_convert.stack import volumes_from_frames
 from mida.datasets.nifti_convert.writer import nifti_bytes, sidecar_text, write_nifti
@@ -116,4 +116,13 @@ def series_to_nifti(session: Session, store: BlobStore, series_uid: str) -> list
         .order_by(Instance.InstanceNumber, Instance.SOPInstanceUID)).all()
     if not digests:
         raise NotFoundError(f"series {series_uid} has no instances in the catalog")
-    return volumes_from_datasets(pydicom.dcmread(io.BytesIO(store.get(d))) for d in digests)
+    frames = []
+    for digest in digests:
+        ds = pydicom.dcmread(io.BytesIO(store.get(digest)))
+        frames += frames_of(ds)
+        # Only the decoded planes are needed from here on: let the encoded bytes go,
+        # so a large series holds its pixels once, not twice.
+        for keyword in PIXEL_KEYWORDS:
+            if keyword in ds:
+                delattr(ds, keyword)
+    return volumes_from_frames(frames)

@@ -254,7 +254,8 @@ def _classic_frames(ds: Dataset, pixels: np.ndarray) -> list[Frame]:
         "position": _position(ds.get("ImagePositionPatient")),
         "orientation": _orientation(ds.get("ImageOrientationPatient")),
         "pixel_spacing": _spacing(ds.get("PixelSpacing")),
-        "slope": number(ds.get("RescaleSlope")) or 1.0,
+        # RT Dose stores Gy per stored unit in Dose Grid Scaling instead of a rescale.
+        "slope": number(ds.get("RescaleSlope")) or number(ds.get("DoseGridScaling")) or 1.0,
         "intercept": number(ds.get("RescaleIntercept")) or 0.0,
         "philips_scale": philips if philips else None,
         "echo_number": int(echo) if echo else None,
@@ -264,8 +265,26 @@ def _classic_frames(ds: Dataset, pixels: np.ndarray) -> list[Frame]:
         "acquired": seconds(ds.get("AcquisitionDate", ""), ds.get("AcquisitionTime"))
         if ds.get("AcquisitionTime") else seconds(None, ds.get("AcquisitionDateTime")),
     }
-    return [Frame(pixels=pixels[i], number=i + 1, **common, **base)
-            for i in range(pixels.shape[0])]
+    frames = [Frame(pixels=pixels[i], number=i + 1, **common, **base)
+              for i in range(pixels.shape[0])]
+    _grid_frame_offsets(ds, frames)
+    return frames
+
+
+def _grid_frame_offsets(ds: Dataset, frames: list[Frame]) -> None:
+    """Place the frames of a multi-frame RT Dose (or any image with Grid Frame Offset
+    Vector): PS3.3 C.8.8.3.2, offsets along the normal from Image Position (Patient)."""
+    offsets = floats(ds.get("GridFrameOffsetVector"))
+    first = frames[0]
+    if offsets is None or offsets.size != len(frames) or len(frames) < 2 \
+            or first.position is None or first.orientation is None:
+        return
+    if offsets[0] != 0:  # relative offsets start at 0; absolute ones at the first z
+        offsets = offsets - first.position[2]
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    normal /= np.linalg.norm(normal)
+    for frame, offset in zip(frames, offsets, strict=True):
+        frame.position = first.position + offset * normal
 
 
 def _int(value: Any) -> int | None:

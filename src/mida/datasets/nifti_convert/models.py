@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,3 +87,42 @@ class Frame:
     """Mosaic slice acquisition time in seconds from the start of the volume."""
     groups: tuple[Dataset, ...] = field(default_factory=tuple)
     """Functional group items of an enhanced frame: per-frame first, then shared."""
+
+
+class MemoryFile(io.RawIOBase):
+    """A read-only, seekable file over a converted volume's bytes, without copying them.
+
+    nibabel reads the image header and, on demand, the voxels from it, as from
+    the file :func:`write_nifti` writes; the writer takes ``buffer`` as is.
+    Pickles as its bytes (for process pools).
+    """
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._data = data
+        self.buffer = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        n = min(len(view), len(self.buffer) - self._pos)
+        view[:n] = self.buffer[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self.buffer)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MemoryFile, (bytes(self._data),))

@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 
 from mida.datasets.nifti_convert.frames import attribute, number, phase_direction
-from mida.datasets.nifti_convert.models import ConversionError, Frame, NiftiVolume
+from mida.datasets.nifti_convert.models import ConversionError, Frame, MemoryFile, NiftiVolume
 from mida.datasets.nifti_convert.sidecar import sidecar_for
 
 HEADER_BYTES = 352
@@ -372,7 +372,8 @@ def _volume(frames: list[Frame], suffix: str, echo_label: int | None) -> NiftiVo
         out = np.frombuffer(buf, store, offset=HEADER_BYTES).reshape(dims, order="F")
         out[...] = data
         del out
-    image = nib.Nifti1Image.from_bytes(bytes(buf))
+    holder = nib.FileHolder(fileobj=MemoryFile(buf))
+    image = nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
     return NiftiVolume(image=image, sidecar=sidecar_for(grid, echo_label), suffix=suffix)
 
 

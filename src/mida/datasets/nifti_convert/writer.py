@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 
-from mida.datasets.nifti_convert.models import NiftiVolume
+from mida.datasets.nifti_convert.models import MemoryFile, NiftiVolume
 
 
 def nifti_bytes(image: nib.Nifti1Image) -> tuple[bytes, memoryview]:
@@ -36,9 +36,9 @@ def nifti_bytes(image: nib.Nifti1Image) -> tuple[bytes, memoryview]:
         hdr.set_data_shape(proxy.shape)
         hdr.set_slope_inter(proxy.slope, proxy.inter)
         nbytes = int(np.prod(proxy.shape)) * proxy.dtype.itemsize
-        if isinstance(proxy.file_like, io.BytesIO) and proxy.order == "F":
+        if isinstance(proxy.file_like, MemoryFile) and proxy.order == "F":
             # The converter's own images: the bytes are already in file order.
-            data = memoryview(proxy.file_like.getvalue())[proxy.offset:proxy.offset + nbytes]
+            data = proxy.file_like.buffer[proxy.offset:proxy.offset + nbytes]
         else:
             data = memoryview(proxy.get_unscaled().tobytes(order="F"))
     else:
