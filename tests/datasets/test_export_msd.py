@@ -141,10 +141,14 @@ def test_monai_datalist_loads(msd: dict[str, Any]) -> None:
 
 
 def test_nifti_export_matches_nnunet_images(msd: dict[str, Any]) -> None:
-    """One conversion feeds every format: the NIfTI and nnU-Net images are the same bytes."""
+    """One conversion feeds every format: NIfTI, nnU-Net and MONAI hold the same bytes."""
     files = {f["path"]: f["sha256"] for f in msd["result"].report["files"]}
     nifti = sorted(v for k, v in files.items() if k.startswith("nifti/")
                    and k.endswith(".nii.gz") and "_label-" not in k)
     nnunet = sorted(v for k, v in files.items() if k.startswith("nnUNet_raw/")
                     and "/images" in k)
-    assert len(nifti) == 6 and nifti == nnunet
+    monai = sorted(v for k, v in files.items() if k.startswith("monai/images/"))
+    assert len(nifti) == 6 and nifti == nnunet == monai
+    labels = sorted(v for k, v in files.items() if k.startswith("nnUNet_raw/") and "/labels" in k)
+    assert labels == sorted(v for k, v in files.items() if k.startswith("monai/labels/"))
+    assert labels == sorted(v for k, v in files.items() if "_label-msd" in k)
