@@ -357,6 +357,22 @@ def test_one_image_without_patient_geometry_is_3d_with_z_of_1() -> None:
     assert raw(vol)[0, 0, 0] == 240  # still stored bottom-up
 
 
+def test_one_slice_is_as_thick_as_the_spacing_between_slices() -> None:
+    [ds] = stack(1, SpacingBetweenSlices=20)  # SliceThickness 2
+    [vol] = volumes_from_datasets([ds])
+    assert vol.image.shape == (7, 5, 1)
+    np.testing.assert_allclose(vol.image.affine[:3, 2], [0, 0, 20])
+
+
+def test_3d_acquisition_without_geometry_keeps_dicom_row_order() -> None:
+    datasets = stack(3, modality="MR", MRAcquisitionType="3D", RescaleSlope=None,
+                     RescaleIntercept=None)
+    for ds in datasets:
+        del ds.ImageOrientationPatient, ds.ImagePositionPatient
+    [vol] = volumes_from_datasets(datasets)
+    assert raw(vol)[0, 0, 0] == 0  # first stored row is the first DICOM row, as dcm2niix
+
+
 def test_colour_ultrasound_is_rgb24() -> None:
     ds = make_dataset(Modality="US", RescaleSlope=None, RescaleIntercept=None)
     ds.Rows, ds.Columns = 4, 6

@@ -274,7 +274,8 @@ def _reorients(ref: Frame, nt: int, nz: int) -> bool:
 
 
 def _thickness(f: Frame) -> float | None:
-    value = number(attribute(f, "SliceThickness")) or number(attribute(f, "SpacingBetweenSlices"))
+    """The z spacing when positions cannot tell it: Spacing Between Slices, else Thickness."""
+    value = number(attribute(f, "SpacingBetweenSlices")) or number(attribute(f, "SliceThickness"))
     return value if value and value > 0 else None
 
 
@@ -324,14 +325,20 @@ def _volume(frames: list[Frame], suffix: str, echo_label: int | None) -> NiftiVo
     spacing = ref.pixel_spacing or (1.0, 1.0)
     dims = (cols, rows, nz)
     zooms = (spacing[1], spacing[0], dz)
-    ortho = _ortho(ras, dims) if ras is not None and _reorients(ref, nt, nz) else None
+    reorients = _reorients(ref, nt, nz)
+    ortho = _ortho(ras, dims) if ras is not None and reorients else None
+    # dcm2niix reorients 3D acquisitions instead of flipping rows, even when there is no
+    # patient geometry to reorient by (then the rows stay in DICOM order).
+    flip_rows = not reorients
     affine: np.ndarray | None
     if ortho is not None:
         take, reverse, affine = ortho
         dims = (dims[take[0]], dims[take[1]], dims[take[2]])
         zooms = (zooms[take[0]], zooms[take[1]], zooms[take[2]])
+    elif ras is not None:
+        affine = _flip_rows(ras, rows) if flip_rows else ras
     else:
-        affine = _flip_rows(ras, rows) if ras is not None else None
+        affine = None
     shape = dims + ((nt,) if nt > 1 else ())
     tr = number(attribute(ref, "RepetitionTime"))
     tr_s = tr / 1000.0 if tr and tr > 0 else 0.0
@@ -362,7 +369,7 @@ def _volume(frames: list[Frame], suffix: str, echo_label: int | None) -> NiftiVo
         # The NIfTI array is [x=column, y=row, z, t] in Fortran order: each slice is the
         # DICOM plane, C-ordered, with its rows reversed. Fill the file buffer in place.
         vol = np.frombuffer(buf, store, offset=HEADER_BYTES).reshape(nt, nz, *plane)
-        _fill(vol, grid, rescale, flip_rows=True)
+        _fill(vol, grid, rescale, flip_rows=flip_rows)
     else:
         tmp = np.empty((1, nz, *plane), dtype=store)
         _fill(tmp, grid, rescale, flip_rows=False)
