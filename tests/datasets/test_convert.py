@@ -404,6 +404,19 @@ def test_rt_dose_frames_are_placed_by_grid_frame_offset_and_scaled_to_gray() -> 
     assert vol.image.dataobj.slope == pytest.approx(0.001)
 
 
+def test_datasets_already_decoded_are_not_decoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = stack(3)
+    for ds in datasets:
+        _ = ds.pixel_array  # a caller that already looked at the pixels
+
+    def decode_again(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pixel data decoded a second time")
+
+    monkeypatch.setattr("pydicom.dataset.pixel_array", decode_again)
+    [vol] = volumes_from_datasets(datasets)
+    assert vol.image.shape == (7, 5, 3)
+
+
 def test_volumes_pickle_for_process_pools() -> None:
     import pickle
 

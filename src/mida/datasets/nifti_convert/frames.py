@@ -9,8 +9,9 @@ Three layouts reach the same :class:`~mida.datasets.nifti_convert.models.Frame`:
 * **Siemens mosaics** (Image Type ``MOSAIC``), one plane per tile, each tile
   placed along the slice normal as dcm2niix and nibabel place them.
 
-Classic multi-frame images without functional groups (US cine, NM) give one
-plane per frame that shares the instance's geometry.
+Classic multi-frame images without functional groups (US cine) give one
+plane per frame that shares the instance's geometry, except that a Grid Frame
+Offset Vector (RT Dose) places each frame along the normal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -104,9 +104,12 @@ def decode(ds: Dataset, label: str) -> np.ndarray:
 
 def floats(value: Any) -> np.ndarray | None:
     """A multi-valued numeric attribute as float64, or None when absent or malformed."""
-    if value is None or value == "":
+    if isinstance(value, list | tuple | MultiValue | np.ndarray):
+        seq = list(value)
+    elif value is None or value == "":
         return None
-    seq = list(value) if isinstance(value, list | tuple | MultiValue | np.ndarray) else [value]
+    else:
+        seq = [value]
     try:
         out = np.array([float(v) for v in seq], dtype=np.float64)
     except (TypeError, ValueError):
@@ -458,11 +461,6 @@ def _csa_normal(csa: dict[str, Any]) -> np.ndarray | None:
     value = floats(_csa_value(csa, "SliceNormalVector", many=True))
     return value if value is not None and value.size == 3 and np.linalg.norm(value) > 0 else None
 
-
-def iter_frames(datasets: list[Dataset]) -> Iterator[Frame]:
-    """Every frame of every instance, in the order given."""
-    for ds in datasets:
-        yield from frames_of(ds)
 
 
 def attribute(frame: Frame, keyword: str) -> Any:

@@ -17,6 +17,8 @@ Conventions (each checked against dcm2niix, see ``docs/datasets-nifti.md``):
   column is the step between consecutive slice positions, which is
   ``normal x spacing`` for an ordinary stack (and keeps a gantry tilt as
   shear, uncorrected). ``qform`` and ``sform`` both hold it, code 1 (scanner).
+  A 3D MR acquisition written as one 3D volume is instead reoriented to the
+  axes closest to RAS+, as dcm2niix's ``nii_setOrtho`` does (see :func:`_ortho`).
 * **Values.** Stored integers are written as they are, with Rescale Slope and
   Intercept as ``scl_slope`` / ``scl_inter``; unsigned 16-bit data with fewer
   than 16 bits stored become int16 (lossless). When the scaling differs
