@@ -44,8 +44,12 @@ def test_card_and_package_commands(released: Released, tmp_path: Path) -> None:
 
     bag = _js("release", "package", "liver@1.0.0", "--out", str(tmp_path / "bag"),
               "--with-data", "--license", "CC-BY-4.0", "--contact-name", "Data Steward")
+    # the card, mida-export.json, every DICOM file and one SEG per reader per masked series
+    segs = {(a["SeriesInstanceUID"], a["reader"]) for a in released.manifest["annotations"]
+            if a["mask_sha256"]}
+    assert segs
     assert bag["payload_files"] == len(card.CARD_FILES) + 1 + released.manifest[
-        "counts"]["instances"]  # the card, mida-export.json and every DICOM file
+        "counts"]["instances"] + len(segs)
     b = bagit.Bag(bag["out"])
     b.validate()
     assert b.info["Mida-License"] == "CC-BY-4.0" and b.info["Contact-Name"] == "Data Steward"

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import bagit
+import pydicom
 import pytest
 
 from mida.datasets import card, package, release
@@ -104,11 +105,22 @@ def test_a_bag_with_data_carries_every_file_as_stored(released: Released,
     out = _package(released, tmp_path / "with-data", include_data="dicom")
     bag = bagit.Bag(str(out))
     bag.validate()
-    dcm = sorted((out / "data" / "DICOM").rglob("*.dcm"))
     files = [i for x in released.manifest["series"] for i in x["instances"]]
-    assert len(dcm) == len(files) == released.manifest["counts"]["instances"]
-    assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in dcm) == sorted(
-        f["sha256"] for f in files)
+    shas = {f["sha256"] for f in files}
+    images, segs = [], []
+    for p in sorted((out / "data" / "DICOM").rglob("*.dcm")):
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest in shas:
+            images.append(digest)
+        else:  # the masks travel as DICOM SEG, one per reader per series
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            assert ds.Modality == "SEG", p
+            segs.append((ds.ReferencedSeriesSequence[0].SeriesInstanceUID, ds.ContentCreatorName))
+    assert sorted(images) == sorted(f["sha256"] for f in files)
+    assert len(images) == released.manifest["counts"]["instances"]
+    masked = {a["SeriesInstanceUID"] for a in released.manifest["annotations"]
+              if a["mask_sha256"]}
+    assert {uid for uid, _ in segs} == masked and len(segs) == len(set(segs))
     assert bag.info["Mida-Data"] == "dicom"
     assert (out / "data" / "mida-export.json").is_file()
     assert_no_phi(out, released.originals)
