@@ -155,3 +155,34 @@ def test_open_date_ranges(text_: str, expected: tuple[object, object]) -> None:
 def test_bad_date_says_how_to_fix() -> None:
     with pytest.raises(MidaError, match="YYYY-MM-DD"):
         parse_date_range("March")
+
+
+def test_upgrading_a_catalog_with_rows_keeps_them_and_their_keys(database_url: str) -> None:
+    """A node made before the governance tables upgrades in place (SQLite recreates tables)."""
+    from mida.catalog.db import make_engine, migrate
+
+    engine = make_engine(database_url)
+    migrate(engine, "0004")
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO institution (code, name, key_id, created) "
+                       "VALUES ('H1', 'H', 'k', '2024-01-01')"))
+        c.execute(text("INSERT INTO collection (name, institution_id, deid_profile, "
+                       "description, created) VALUES ('liver', 1, 'default', '', '2024-01-01')"))
+        c.execute(text("INSERT INTO user_account (name, role, disabled, created) "
+                       "VALUES ('ana', 'researcher', false, '2024-01-01')"))
+        c.execute(text("INSERT INTO access_grant (user_id, collection_id, scope, purpose, "
+                       "created) VALUES (1, 1, 'read', 'study', '2024-01-01')"))
+        c.execute(text("INSERT INTO api_token (user_id, token_hash, prefix, scope, created) "
+                       "VALUES (1, 'h', 'p', 'read', '2024-01-01')"))
+    migrate(engine)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT download, purpose FROM access_grant")).one() == (
+            True, "study")
+        assert c.execute(text("SELECT terms_of_use, citation FROM collection")).one() == ("", "")
+        assert c.execute(text("SELECT count(*) FROM api_token")).scalar() == 1
+        if engine.dialect.name == "sqlite":
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            with pytest.raises(IntegrityError):  # keys are enforced again after migrating
+                c.execute(text("INSERT INTO access_grant (user_id, scope, purpose, download, "
+                               "created) VALUES (99, 'read', '', true, '2024-01-01')"))
+    engine.dispose()

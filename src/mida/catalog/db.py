@@ -63,9 +63,28 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        with engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite's ALTER TABLE is limited: Alembic's batch mode copies a table and
+                # drops the old one, which foreign keys referring to it would refuse. The
+                # pragma only takes effect outside a transaction; the keys are checked
+                # before the migration commits.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise CatalogError(f"catalog migration left {len(broken)} rows "
+                                               f"with broken foreign keys, e.g. {broken[0]}")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
     except SQLAlchemyError as exc:
         raise CatalogError(f"catalog migration failed: {type(exc).__name__}: {exc}") from exc
 

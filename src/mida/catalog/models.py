@@ -72,6 +72,12 @@ class Collection(Base):
     institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"))
     deid_profile: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
+    # governance (issue 7): what a user must see before using the data
+    license: Mapped[str | None] = mapped_column(String(128))
+    terms_of_use: Mapped[str] = mapped_column(Text, default="")
+    citation: Mapped[str] = mapped_column(Text, default="")
+    contributors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    handler_cap: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     institution: Mapped[Institution] = relationship(back_populates="collections")
 
@@ -207,6 +213,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(32))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -236,6 +243,10 @@ class Grant(Base):
     collection_id: Mapped[int | None] = mapped_column(ForeignKey("collection.id"))
     scope: Mapped[str] = mapped_column(String(16))
     purpose: Mapped[str] = mapped_column(Text, default="")
+    # issue 7: grants made by an approved access request
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("access_request.id"), index=True)
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_release.id"))
+    download: Mapped[bool] = mapped_column(Boolean, default=True)
     created: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires: Mapped[dt.datetime | None] = mapped_column()
     revoked: Mapped[dt.datetime | None] = mapped_column()
@@ -501,9 +512,101 @@ class ReleaseAnnotation(Base):
     revision_id: Mapped[int] = mapped_column(ForeignKey("annotation_revision.id"))
 
 
+# ------------------------------------------------------------ issue 7: governance
+
+class DuaTemplate(Base):
+    """A versioned data use agreement text; a version, once added, never changes."""
+
+    __tablename__ = "dua_template"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(256))
+    body: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AccessRequest(Base):
+    """A researcher's request for a cohort or a release, routed to each owner's DAC.
+
+    ``status``: ``submitted`` (awaiting decisions), ``changes_requested``,
+    ``rejected``, ``approved`` (every owning institution approved; awaiting the
+    DUA), ``granted`` (DUA accepted, grants made), ``withdrawn``. A
+    resubmission raises ``revision``; decisions are per revision.
+    """
+
+    __tablename__ = "access_request"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    title: Mapped[str] = mapped_column(String(256))
+    purpose: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(String(16))
+    cohort_id: Mapped[int | None] = mapped_column(ForeignKey("cohort.id"))
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_release.id"))
+    expression: Mapped[str] = mapped_column(Text, default="")
+    collection_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    handlers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    irb_number: Mapped[str] = mapped_column(String(64))
+    irb_body: Mapped[str] = mapped_column(String(256))
+    irb_expiry: Mapped[dt.date] = mapped_column(Date)
+    irb_document_sha256: Mapped[str | None] = mapped_column(String(64))
+    irb_document_name: Mapped[str | None] = mapped_column(String(256))
+    download: Mapped[bool] = mapped_column(Boolean, default=False)
+    dua_template_id: Mapped[int | None] = mapped_column(ForeignKey("dua_template.id"))
+    status: Mapped[str] = mapped_column(String(24), default="submitted", index=True)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RequestDecision(Base):
+    """One DAC's decision on one revision of a request: approve, reject or changes."""
+
+    __tablename__ = "request_decision"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("access_request.id"), index=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"))
+    revision: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[str] = mapped_column(String(64))
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DuaAcceptance(Base):
+    """A user's acceptance of a DUA version for a request (time and exact text hash)."""
+
+    __tablename__ = "dua_acceptance"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("access_request.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"))
+    template_id: Mapped[int] = mapped_column(ForeignKey("dua_template.id"))
+    template_sha256: Mapped[str] = mapped_column(String(64))
+    accepted: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VaultResolution(Base):
+    """An honest broker's request to resolve a pseudonym, approved by a second person."""
+
+    __tablename__ = "vault_resolution"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    decided: Mapped[dt.datetime | None] = mapped_column()
+    resolved: Mapped[dt.datetime | None] = mapped_column()
+
+
 Index("ix_study_patient_date", Study.patient_id, Study.StudyDate)
 
 __all__ = [
+    "AccessRequest",
     "Annotation",
     "AnnotationRevision",
     "AnnotationTask",
@@ -513,6 +616,8 @@ __all__ = [
     "Collection",
     "DatasetRelease",
     "DicomPeer",
+    "DuaAcceptance",
+    "DuaTemplate",
     "Feature",
     "Grant",
     "Instance",
@@ -525,10 +630,12 @@ __all__ = [
     "QuarantineEntry",
     "ReleaseAnnotation",
     "ReleaseSeries",
+    "RequestDecision",
     "Restriction",
     "Series",
     "Study",
     "TaskAssignment",
     "TaskCase",
     "User",
+    "VaultResolution",
 ]
