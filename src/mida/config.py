@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     deid_profile: str = Field(
         default="default", description="De-identification profile for new collections."
     )
+    # Governance defaults follow Taiwanese practice (HWDC and the programme's rules);
+    # each is a setting, so another jurisdiction's profile changes values, not code.
+    small_cell_min: int = Field(
+        default=3, ge=0,
+        description="Counts below this are hidden (shown as '<N') to users without a grant "
+        "on the data; 0 shows every count.")
+    handler_cap: int = Field(
+        default=6, ge=1,
+        description="Most named data handlers per access request, unless a collection sets "
+        "its own cap.")
+    grant_within_irb: bool = Field(
+        default=True,
+        description="A grant never outlives the IRB approval of the request that made it.")
 
     @field_validator("home", mode="after")
     @classmethod
