@@ -65,6 +65,7 @@ def test_fields_and_boolean_logic_select_the_right_series(cohort_node: Cohort) -
                                                                                "P7")
     assert _uids(c, "age < 18 or age >= 75") == _of(c, "P5", "P7")
     assert _uids(c, "modality ~ 'm?'") == _of(c, "P8")
+    assert _uids(c, "modality ~ '%'") == _uids(c, "modality ~ '_t'") == set()  # SQL's are data
     assert _uids(c, f"patient = '{c.patient['P3']}'") == _of(c, "P3")
     assert _uids(c, "instances = 4") == _uids(c, "modality ~ '*'")
     # a quote inside a value is data, not SQL

@@ -61,6 +61,7 @@ from sqlalchemy import Integer, and_, case, cast, exists, false, func, not_, or_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from mida.catalog.dicomquery import like_pattern
 from mida.catalog.models import (
     Annotation,
     AnnotationRevision,
@@ -357,20 +358,6 @@ FIELDS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _glob_like(pattern: str) -> str:
-    out = []
-    for ch in pattern.lower():
-        if ch in "%_\\":
-            out.append("\\" + ch)
-        elif ch == "*":
-            out.append("%")
-        elif ch == "?":
-            out.append("_")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def _compare(col: Any, op: str, value: Literal, kind: str, expr: str,
              column: int) -> ColumnElement[bool]:
     if kind == "text":
@@ -379,7 +366,7 @@ def _compare(col: Any, op: str, value: Literal, kind: str, expr: str,
         lc = func.lower(col)
         v = value.lower()
         if op == "~":
-            return lc.like(_glob_like(value), escape="\\")
+            return lc.like(like_pattern(value.lower()), escape="!")
         ops = {"=": lc == v, "!=": lc != v, "<": lc < v, "<=": lc <= v, ">": lc > v,
                ">=": lc >= v}
         return ops[op]
