@@ -11,19 +11,25 @@ explicit and implicit VR, as in ingest.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import re
+import shutil
 import struct
 from importlib import resources
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from sqlalchemy import select
 
+from mida.catalog.models import Instance
 from mida.deid import (
     Deidentifier,
     Option,
@@ -33,6 +39,10 @@ from mida.deid import (
     load_safe_private,
 )
 from mida.deid.plan import VALID_VRS
+from mida.deid.safe_private import parse_safe_private, sequence_component
+from mida.errors import DeidError
+from mida.ingest import ingest_paths
+from mida.node import Node
 from tests.conftest import REPO, shared
 
 from .builders import KEY, PLANTED, ct_dataset, default_without, output_bytes, reread, uid
@@ -85,15 +95,17 @@ def vendor_dataset(vendor: str) -> Dataset:
 
 def test_dictionary_is_versioned_and_sourced() -> None:
     safe = load_safe_private()
-    assert re.fullmatch(r"tcia-\d{4}-\d{2}-\d{2}\.\d+", safe.version)
+    assert re.fullmatch(r"tcia-\d{4}-\d{2}-\d{2}\.\d+\+mida-\d+", safe.version)
     assert safe.source["name"] == "TCIA Private Tag Knowledge Base"
     assert safe.source["licence"] == "Apache-2.0"
     assert re.fullmatch(r"[0-9a-f]{64}", safe.source["sha256"])
     assert len(safe) > 100
     doc = json.loads(resources.files("mida.deid").joinpath("data", "safe_private.json").read_text())
     counts = doc["counts"]
-    assert len(safe) == counts["entries"] == counts["top_level"] + counts["nested"]
+    tcia = parse_safe_private(doc)
+    assert len(tcia) == counts["entries"] == counts["top_level"] + counts["nested"]
     assert counts["dispositions"]["k"] >= counts["entries"]
+    assert safe.version.startswith(tcia.version + "+")
 
 
 def test_dictionary_entries_are_well_formed() -> None:
@@ -366,3 +378,168 @@ def test_the_default_research_profile_retains_safe_private_attributes() -> None:
     assert ds.private_block(group, creator)[byte].value == value
     assert report.safe_private_version == load_safe_private().version
     assert ds.DeidentificationMethod[1] == f"safe-private {load_safe_private().version}"
+
+
+# -- mida's supplement: Philips precise scaling in enhanced MR per-frame items ---------------
+
+PER_FRAME = ("(5200,9230)", '(2005,"Philips MR Imaging DD 005",0f)')
+"""Where Philips enhanced MR files carry the scaling: Per-frame Functional Groups
+Sequence > item > Private Per-Frame Sequence (2005,xx0F of DD 005) > item."""
+SCALING = {0x0B: 171142256.0, 0x0C: 0.0, 0x0D: 2047.5, 0x0E: 8.448640073766e-06}
+"""Max FP, Min FP, Scale Intercept, Scale Slope (2005,xx0B-0E of DD 001), float32-exact."""
+DD001, DD005 = "Philips MR Imaging DD 001", "Philips MR Imaging DD 005"
+
+
+def _json(name: str) -> Any:
+    return json.loads(resources.files("mida.deid").joinpath("data", name).read_text("utf-8"))
+
+
+def test_supplement_is_merged_into_the_dictionary() -> None:
+    tcia = parse_safe_private(_json("safe_private.json"))
+    supplement = parse_safe_private(_json("safe_private_mida.json"), reasons=True)
+    safe = load_safe_private()
+    assert re.fullmatch(r"mida-\d+", supplement.version)
+    assert safe.version == f"{tcia.version}+{supplement.version}"
+    assert safe.source == tcia.source
+    assert safe.supplements == ({"version": supplement.version, **supplement.source},)
+    assert set(safe.entries) == set(tcia.entries) | set(supplement.entries)
+    for key in safe.entries:
+        assert safe.entries[key] == tcia.entries.get(key, frozenset()) | supplement.entries.get(
+            key, frozenset()
+        )
+
+
+def test_supplement_lists_philips_scaling_numbers_each_with_a_reason() -> None:
+    """Only numbers without identity, and the sequence that holds them; each says why."""
+    doc = _json("safe_private_mida.json")
+    assert doc["format"] == 1 and doc["columns"][-1] == "reason"
+    numbers, containers = set(), set()
+    for path, creator, group, element, vr, _name, reason in doc["entries"]:
+        assert len(reason) > 40, (creator, element)
+        if vr == "SQ":
+            containers.add((*path, sequence_component(int(group, 16), int(element, 16), creator)))
+        else:
+            assert vr in {"FL", "FD", "DS", "IS", "SS", "US"}, (creator, element, vr)
+            numbers.add((tuple(path), creator, group, element, vr))
+    assert numbers == {(PER_FRAME, DD001, "2005", f"{b:02x}", "FL") for b in SCALING}
+    assert containers == {PER_FRAME}  # the one sequence holds exactly those numbers
+
+
+def test_supplement_entries_must_give_a_reason() -> None:
+    doc = _json("safe_private_mida.json")
+    doc["entries"][1][6] = " "
+    with pytest.raises(DeidError, match="gives no reason"):
+        parse_safe_private(doc, reasons=True)
+    without = _json("safe_private.json")
+    with pytest.raises(DeidError, match="columns"):
+        parse_safe_private(without, reasons=True)
+
+
+def test_scaling_is_listed_at_the_per_frame_path_only() -> None:
+    safe = load_safe_private()
+    for byte in SCALING:
+        assert safe.vrs(DD001, 0x2005, byte, PER_FRAME) == {"FL"}
+        for elsewhere in (
+            PER_FRAME[:1],  # directly in the per-frame item
+            PER_FRAME[1:],  # the private sequence at the top level
+            ("(5200,9229)", PER_FRAME[1]),  # Shared Functional Groups
+            (*PER_FRAME, "(0008,9124)"),  # one level deeper
+        ):
+            assert not safe.vrs(DD001, 0x2005, byte, elsewhere), (byte, elsewhere)
+        assert not safe.vrs(DD001.upper(), 0x2005, byte, PER_FRAME)  # creators are exact
+        assert not safe.vrs(DD005, 0x2005, byte, PER_FRAME)  # another creator's block
+
+
+def _scaling_item(values: dict[int, Any], vr: str = "FL", *, block: int = 0x11) -> Dataset:
+    """Philips' private per-frame item: DD 001 at block `block`, the scaling, decoys."""
+    item = Dataset()
+    item.add_new(0x20050000 | block, "LO", DD001)
+    for byte, value in values.items():
+        item.add_new(0x20050000 | block << 8 | byte, vr, value)
+    item.add_new(0x20050000 | block << 8 | 0x10, "LO", "PrivateSecretValue")  # unlisted
+    item.PatientName = "WATSON^JOHN"
+    return item
+
+
+def _frame(private_item: Dataset, *, block: int = 0x15) -> Dataset:
+    """A per-frame functional groups item holding the Private Per-Frame Sequence."""
+    frame = Dataset()
+    frame.add_new(0x20050000 | block, "LO", DD005)
+    frame.add_new(0x20050000 | block << 8 | 0x0F, "SQ", Sequence([private_item]))
+    return frame
+
+
+def _floats(item: Dataset, block: int = 0x11) -> dict[int, float]:
+    out = {}
+    for byte in SCALING:
+        elem = item.get_item(0x20050000 | block << 8 | byte)
+        if elem is not None:
+            out[byte] = struct.unpack("<f", elem.value)[0]
+    return out
+
+
+@pytest.mark.parametrize("implicit", ENCODINGS)
+def test_philips_per_frame_scaling_is_kept_verbatim(safe: Deidentifier, implicit: bool) -> None:
+    ds = ct_dataset()
+    ds.PerFrameFunctionalGroupsSequence = [_frame(_scaling_item(SCALING)) for _ in range(2)]
+    ds = reread(ds, implicit=implicit)
+    safe.apply(ds)
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        assert {int(e.tag) for e in frame if e.tag.is_private} == {0x20050015, 0x2005150F}
+        (item,) = frame[0x2005150F].value
+        assert _floats(item) == SCALING  # bit for bit: each value is float32-exact
+        assert private_tags(item) == {0x20050011} | {0x20051100 | b for b in SCALING}
+        assert "PatientName" not in item or item.PatientName == ""
+    data = output_bytes(ds)
+    assert b"PrivateSecretValue" not in data and b"WATSON" not in data
+
+
+def test_philips_scaling_elsewhere_and_text_at_its_tag_are_removed(safe: Deidentifier) -> None:
+    ds = ct_dataset()
+    direct = _scaling_item(SCALING)  # the numbers straight in the per-frame item
+    named = _frame(_scaling_item({0x0E: "WATSON^JOHN"}, "LO"))  # text at the listed place
+    planted = _frame(_scaling_item(SCALING))
+    planted.add_new(0x20050011, "LO", DD001)  # text at the same private tag, another path
+    planted.add_new(0x2005110E, "LO", "DOE^JANE^Q")
+    ds.PerFrameFunctionalGroupsSequence = [direct, named, planted]
+    ds.SharedFunctionalGroupsSequence = [_frame(_scaling_item(SCALING))]
+    ds = reread(ds)
+    safe.apply(ds)
+    direct, named, planted = ds.PerFrameFunctionalGroupsSequence
+    assert private_tags(direct) == set()
+    assert private_tags(named[0x2005150F].value[0]) == set()
+    assert _floats(planted[0x2005150F].value[0]) == SCALING  # the listed place still kept
+    assert 0x2005110E not in planted and 0x20050011 not in planted
+    shared_frame = ds.get("SharedFunctionalGroupsSequence")
+    assert not shared_frame or private_tags(shared_frame[0]) == set()
+    data = output_bytes(ds)
+    assert b"WATSON" not in data and b"DOE^JANE" not in data
+
+
+@pytest.mark.shared_data
+def test_ingest_keeps_the_per_frame_scaling_of_a_philips_enhanced_mr(
+    node: Node, tmp_path: Path
+) -> None:
+    """dcm_qa_enh's Philips field map (64 frames, two echoes) through de-identifying ingest."""
+    source = shared("conversion", "dcm_qa_enh_subset", "In", "Philips", "IM_0027_fMAP.dcm")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(source, folder)
+    ingest_paths(node, [folder], "philips", workers=1)
+    with node.catalog().session() as s:
+        (digest,) = s.scalars(select(Instance.blob_sha256)).all()
+    stored = pydicom.dcmread(io.BytesIO(node.store().get(digest)))
+    original = pydicom.dcmread(source, stop_before_pixels=True)
+
+    def scaling(ds: Dataset) -> list[tuple[float, ...]]:
+        out = []
+        for frame in ds.PerFrameFunctionalGroupsSequence:
+            (item,) = frame.private_block(0x2005, DD005)[0x0F].value
+            block = item.private_block(0x2005, DD001)
+            out.append(tuple(float(block[b].value) for b in sorted(SCALING)))
+        return out
+
+    got, want = scaling(stored), scaling(original)
+    assert len(got) == 64 and got == want
+    assert {slope for *_, slope in got} == {8.448640073766e-06, 4.095000267028809}
+    assert stored.DeidentificationMethod[1] == f"safe-private {load_safe_private().version}"
