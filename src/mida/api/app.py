@@ -15,7 +15,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from mida import __version__
 from mida.api.deps import (
@@ -26,11 +26,12 @@ from mida.api.deps import (
     SessionDep,
     require,
 )
+from mida.catalog.models import Collection
 from mida.catalog.query import collection_of_uid, collections_overview, list_level, show_uid
 from mida.catalog.service import stats
 from mida.errors import AccessDeniedError, AuthError, ConflictError, MidaError, NotFoundError
 from mida.node import Node
-from mida.sharing import AuditLog
+from mida.sharing import AuditLog, suppression
 from mida.sharing.identity import DENIED, Principal
 from mida.web import STATIC_DIR, templates
 
@@ -55,8 +56,8 @@ def create_app(node: Node) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "Accept"],
         expose_headers=["Location", "Warning", "Content-Location"],
     )
-    app.add_middleware(AuditMiddleware, audit=AuditLog(settings.audit_file,
-                                                       fsync=settings.audit_fsync))
+    app.state.audit = AuditLog(settings.audit_file, fsync=settings.audit_fsync)
+    app.add_middleware(AuditMiddleware, audit=app.state.audit)
 
     app.add_middleware(SecurityHeadersMiddleware)
 
@@ -83,9 +84,11 @@ def create_app(node: Node) -> FastAPI:
     async def _bad(_req: Request, exc: MidaError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    from mida.api import annotations
+    from mida.api import annotations, cohorts, releases
 
     app.include_router(annotations.router)  # before /api/{level}, which would shadow it
+    app.include_router(cohorts.router)
+    app.include_router(releases.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/health", operation_id="health", tags=["node"])
@@ -125,8 +128,10 @@ def create_app(node: Node) -> FastAPI:
 
     @app.get("/api/whoami", operation_id="whoami", tags=["node"])
     def whoami(p: PrincipalDep) -> dict[str, Any]:
-        return {"name": p.name, "kind": p.kind, "scope": p.scope,
-                "collections": None if p.collections is None else sorted(p.collections)}
+        return {"name": p.name, "kind": p.kind, "scope": p.scope, "role": p.role,
+                "collections": None if p.collections is None else sorted(p.collections),
+                "view_only": sorted(p.view_only),
+                "releases": None if p.releases is None else sorted(p.releases)}
 
     @app.get("/api/stats", operation_id="get_stats", tags=["catalog"])
     def get_stats(s: SessionDep, p: PrincipalDep) -> dict[str, Any]:
@@ -134,8 +139,22 @@ def create_app(node: Node) -> FastAPI:
         return stats(s)
 
     @app.get("/api/collections", operation_id="list_collections", tags=["catalog"])
-    def list_collections(s: SessionDep, p: PrincipalDep) -> dict[str, Any]:
-        rows = collections_overview(s, p.readable())
+    def list_collections(s: SessionDep, p: PrincipalDep, all: bool = False) -> dict[str, Any]:
+        """The collections you may read, with counts; ``all=true``: every collection, the
+        ones you hold no grant on with small counts hidden (``MIDA_SMALL_CELL_MIN``)."""
+        readable = p.readable()
+        if not all:
+            rows = collections_overview(s, readable)
+            return {"count": len(rows), "data": rows}
+        ids = dict(s.execute(select(Collection.name, Collection.id)).all())
+        rows = []
+        for row in collections_overview(s):
+            cid = ids[row["name"]]
+            shown, exact = suppression.for_principal(p, row, [cid],
+                                                     settings.small_cell_min)
+            access = ("none" if not exact else
+                      "download" if p.collections is None or p.may_download(cid) else "view")
+            rows.append({**shown, "access": access, "exact": exact})
         return {"count": len(rows), "data": rows}
 
     @app.get("/api/{level}", operation_id="list_level", tags=["catalog"])

@@ -2,7 +2,9 @@
 
 Thin: each route authenticates (``PrincipalDep``), calls :mod:`mida.dicomweb`
 and formats the answer. Read routes need read access to the UID's
-collection (an unreadable UID answers like a missing one); searches see only
+collection (an unreadable UID answers like a missing one); retrieving raw
+data (instances, frames, bulk data) also needs a grant that allows download
+(a view-only grant opens metadata, rendered images and thumbnails only); searches see only
 readable collections; STOW-RS needs write access to the target collection
 (``?collection=NAME``, default ``MIDA_DICOM_DEFAULT_COLLECTION``; creating a
 new one needs a node-wide grant). Errors are JSON ``{"detail": ...}`` with the
@@ -32,6 +34,7 @@ from mida.dicomweb.multipart import (
     parse_accept,
 )
 from mida.node import Node
+from mida.sharing.identity import Principal
 
 DICOM_JSON = "application/dicom+json"
 
@@ -117,9 +120,23 @@ def search_series_instances(study: str, series: str, request: Request, s: Sessio
 
 
 # -- WADO-RS: instances and metadata ----------------------------------------------------
-def _retrieve(request: Request, s: Any, p: Any, study: str, series: str | None = None,
-              instance: str | None = None) -> Response:
+def _raw(s: Any, p: Principal, study: str, series: str | None = None,
+         instance: str | None = None) -> list[wado.Located]:
+    """The instances of a raw-data request, after checking the caller may download them.
+
+    A view-only grant (``download`` false) opens metadata, rendered images and
+    thumbnails, not the stored instances, frames or bulk data: those answer
+    403 with the body a missing UID gets.
+    """
     found = wado.find_instances(s, p, study, series, instance)
+    for cid in sorted({f.collection_id for f in found}):
+        p.require_download(cid)
+    return found
+
+
+def _retrieve(request: Request, s: Any, p: Principal, study: str, series: str | None = None,
+              instance: str | None = None) -> Response:
+    found = _raw(s, p, study, series, instance)
     plan = wado.plan_retrieve(found, _accept(request))
     boundary = new_boundary()
     return StreamingResponse(wado.iter_retrieve(_node(request).store(), plan, boundary),
@@ -182,7 +199,7 @@ def retrieve_frames(study: str, series: str, instance: str, frames: str, request
                     s: SessionDep, p: PrincipalDep) -> Response:
     """WADO-RS: frames (``1,2,3``) as multipart/related, native or as stored."""
     numbers = wado.parse_frames(frames)
-    loc = wado.find_instances(s, p, study, series, instance)[0]
+    loc = _raw(s, p, study, series, instance)[0]
     content_type, body = wado.retrieve_frames(_node(request).store(), loc, numbers,
                                               _accept(request))
     return Response(body, media_type=content_type)
@@ -193,7 +210,7 @@ def retrieve_bulkdata(study: str, series: str, instance: str, tag: str, request:
                       s: SessionDep, p: PrincipalDep) -> Response:
     """WADO-RS: one bulk data element (the metadata's BulkDataURI)."""
     number = wado.check_tag(tag)
-    loc = wado.find_instances(s, p, study, series, instance)[0]
+    loc = _raw(s, p, study, series, instance)[0]
     content_type, body = wado.retrieve_bulkdata(_node(request).store(), loc, number,
                                                 _accept(request))
     return Response(body, media_type=content_type)
