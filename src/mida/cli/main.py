@@ -491,3 +491,15 @@ def config_cmd(json_out: JsonOpt = False) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+from mida.cli.governance import (  # noqa: E402
+    collections_app,
+    dua_app,
+    institutions_app,
+    requests_app,
+)
+
+app.add_typer(requests_app, name="requests")
+app.add_typer(dua_app, name="dua")
+app.add_typer(collections_app, name="collections")
+app.add_typer(institutions_app, name="institutions")

@@ -118,6 +118,37 @@ def _no_audit(action: str, detail: dict[str, Any]) -> None:
     """The default audit: none (services called without a trail, e.g. in tests)."""
 
 
+class AuditBuffer:
+    """Hold a step's audit entries until its transaction is known to have committed.
+
+    Use it around the session, so that it exits after the commit::
+
+        with AuditBuffer(sink) as audit, catalog.session() as s:
+            review(s, 3, "dana", "approve", audit=audit)
+
+    On success every entry reaches ``sink``; on an error only the
+    ``requests.denied`` entries do (a refusal is worth recording; a step that
+    rolled back did not happen).
+    """
+
+    def __init__(self, sink: Audit) -> None:
+        self.sink = sink
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, action: str, detail: dict[str, Any]) -> None:
+        self.entries.append((action, detail))
+
+    def __enter__(self) -> AuditBuffer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        entries, self.entries = self.entries, []
+        for action, detail in entries:
+            if exc_type is None or action == "requests.denied":
+                self.sink(action, detail)
+
+
 # ----------------------------------------------------------------- small helpers
 
 def _user(s: Session, name: str) -> User:
@@ -781,6 +812,7 @@ __all__ = [
     "IRB_DOCUMENT_MAX",
     "STATUSES",
     "Audit",
+    "AuditBuffer",
     "CollectionsOf",
     "Freeze",
     "accept_dua",
