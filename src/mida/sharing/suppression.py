@@ -1,11 +1,12 @@
 """Small-cell suppression: counts shown to callers whose grants do not cover the data.
 
-Taiwanese practice (the Health and Welfare Data Science Center's rules, like
-IHME's and most statistics offices') publishes only aggregates, and hides any
-count from 1 to ``minimum - 1`` (``settings.small_cell_min``, 3 by default),
-because a count of one or two people can identify them. mida applies it to
-every count a caller sees over collections they hold no grant on: cohort
-counts (``GET /api/cohorts/count``), saved cohorts' counts. Callers whose
+Taiwanese practice (the Health and Welfare Data Science Center's) lets
+aggregated results out only with small cells hidden, because a count of one
+or two people can identify them. mida hides every count from 1 to
+``minimum - 1`` (``settings.small_cell_min``, 3 by default) that a caller
+sees over collections they hold no grant on: cohort counts
+(``GET /api/cohorts/count``), saved cohorts' counts, and the collection
+overview of ``GET /api/collections?all=true``. Callers whose
 grants cover every collection in the result (view-only grants included), and
 admins and operators, see exact counts.
 
@@ -24,17 +25,30 @@ Zero
 Secondary (complementary) suppression
     Groups that add up to a total shown next to them would give a hidden cell
     away: with groups ``{A: "<3", B: 10}`` and a total of 12, A = 12 - 10. So
-    in every dimension of ``counts["by"]`` and for every measure whose total is
-    shown, when the hidden cells of that measure are all primary ones, the
-    smallest shown non-zero cell is hidden too, as ``"suppressed"`` (its value
-    is at least ``minimum``, so ``"<3"`` would be false); when there is no such
-    cell, the total is hidden instead. This is the simple rule, not an optimal
-    one (such as tau-Argus's): it keeps single cells from being subtracted out,
-    and hides more than strictly needed.
+    in every dimension of ``counts["by"]`` and for every measure, when cells
+    are hidden and none of them is a secondary one, one more cell is hidden as
+    ``"suppressed"`` (its value is at least the minimum, so ``"<3"`` would be
+    false): the smallest one of at least ``2 * minimum - 2``. That size keeps
+    every value from 1 to ``minimum - 1`` possible for each hidden cell even to
+    someone who knows that a ``"suppressed"`` cell holds at least ``minimum``
+    (with a minimum of 3, A = 1 next to a suppressed 3 would be pinned, since
+    2 + 2 is not allowed). A dimension with no cell that large is withheld:
+    it is left out of ``counts["by"]`` and named in ``counts["withheld"]``.
+    Dimensions are then independent of one another: each is safe given the
+    total, which is shown.
+Small totals
+    When a total is itself hidden (fewer than ``minimum``), the whole
+    breakdown is withheld (``counts["by"]`` becomes ``{}``): groups appear
+    only where they hold someone, so two groups under a total of "<3" would
+    say one each.
 
-Nothing here stops *differencing* across queries (counting ``X`` and ``X and
-not Y`` to learn ``X and Y``); the audit trail records every query, which is
-how agencies that publish aggregates handle it.
+This is a simple rule, not an optimal one (such as tau-Argus's): it hides
+more than strictly needed, and it does not model the order between the
+measures of one group (patients <= studies <= series), which in rare tables
+narrows a hidden cell further. Nor does anything here stop *differencing*
+across queries (counting ``X`` and ``X and not Y`` to learn ``X and Y``):
+the audit trail records every query, which is how agencies that publish
+aggregates handle it.
 
 Examples
 --------
@@ -117,28 +131,30 @@ def suppress(counts: dict[str, Any], minimum: int, *, exempt: Iterable[str] = EX
     if minimum <= 1 or not isinstance(counts.get(groups), dict):
         return out
     totals = [k for k, v in counts.items() if _count(v) and k not in ex]
-    small = marker(minimum)
-    changed = True
-    while changed:  # hiding a total can change nothing else, so this ends in two rounds
-        changed = False
-        for dim, cells in counts[groups].items():
-            if not isinstance(cells, dict):
+    if any(is_suppressed(out[m]) for m in totals):
+        out[groups] = {}
+        return out
+    big = 2 * minimum - 2
+    withheld = []
+    for dim, cells in counts[groups].items():
+        if not isinstance(cells, dict):
+            continue
+        shown = out[groups][dim]
+        for m in totals:
+            have = [g for g, c in cells.items() if isinstance(c, dict) and _count(c.get(m))]
+            hidden = [shown[g][m] for g in have if is_suppressed(shown[g][m])]
+            if not hidden or SECONDARY in hidden:
                 continue
-            shown = out[groups][dim]
-            for m in totals:
-                if not _count(out[m]):  # the total is hidden: nothing to subtract from
-                    continue
-                have = [g for g, c in cells.items() if isinstance(c, dict) and m in c]
-                hidden = [g for g in have if is_suppressed(shown[g][m])]
-                if not hidden or any(shown[g][m] != small for g in hidden):
-                    continue
-                others = sorted((cells[g][m], str(g), g) for g in have
-                                if _count(shown[g][m]) and shown[g][m] > 0)
-                if others:
-                    shown[others[0][2]][m] = SECONDARY
-                else:
-                    out[m] = SECONDARY
-                changed = True
+            large = sorted((cells[g][m], str(g), g) for g in have
+                           if _count(shown[g][m]) and cells[g][m] >= big)
+            if not large:
+                withheld.append(dim)
+                break
+            shown[large[0][2]][m] = SECONDARY
+    for dim in withheld:
+        del out[groups][dim]
+    if withheld:
+        out["withheld"] = withheld
     return out
 
 
