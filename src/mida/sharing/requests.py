@@ -245,7 +245,7 @@ def _release(s: Session, ref: str) -> DatasetRelease:
     if version:
         rows = [r for r in rows if r.version == version]
     if not rows:
-        raise NotFoundError(f"no release {ref!r}: see 'mida release ls'")
+        raise MidaError(f"no release {ref!r}: see 'mida release ls'")
     return max(rows, key=lambda r: duas.version_key(r.version))
 
 
@@ -307,7 +307,12 @@ def _cap(s: Session, collection_ids: Sequence[int], node_cap: int) -> tuple[int,
 
 def _check(s: Session, researcher: User, d: _Draft, *, collections_of: CollectionsOf | None,
            node_cap: int, today: dt.date) -> _Draft:
-    """Validate every field of ``d``; resolve the target, DUA and handlers into ``resolved``."""
+    """Validate every field of ``d``; resolve the target, DUA and handlers into ``resolved``.
+
+    A cohort, release, DUA or handler the request names but the node lacks is
+    a mistake in the request (:class:`~mida.errors.MidaError`, HTTP 400), not
+    a resource hidden from the caller.
+    """
     title = _check_text(d.title, "title", "--title", 256)
     purpose = _check_text(d.purpose, "purpose", "--purpose", 20_000)
     irb_number = _check_text(d.irb_number, "IRB approval number", "--irb-number", 64)
@@ -324,7 +329,7 @@ def _check(s: Session, researcher: User, d: _Draft, *, collections_of: Collectio
     if d.cohort is not None:
         coh = s.scalar(select(Cohort).where(Cohort.name == d.cohort))
         if coh is None:
-            raise NotFoundError(f"no cohort {d.cohort!r}: save one with 'mida cohort save'")
+            raise MidaError(f"no cohort {d.cohort!r}: save one with 'mida cohort save'")
         if collections_of is None:
             raise MidaError("a cohort request needs the cohort language to find the collections "
                             "it spans: submit it through mida.datasets.access")
@@ -342,7 +347,10 @@ def _check(s: Session, researcher: User, d: _Draft, *, collections_of: Collectio
                             "nothing to request")
         out.update(target="release", cohort_id=None, release_id=rel.id,
                    expression=rel.expression, collection_ids=ids)
-    template = duas.get_template(s, d.dua)
+    try:
+        template = duas.get_template(s, d.dua)
+    except NotFoundError as exc:  # a mistake in the request, not a resource to hide
+        raise MidaError(str(exc)) from None
     # The applicant is one of the named handlers (HWDC): added first when left out.
     names = list(dict.fromkeys([researcher.name, *(h.strip() for h in d.handlers)]))
     for name in names:
@@ -350,7 +358,7 @@ def _check(s: Session, researcher: User, d: _Draft, *, collections_of: Collectio
             raise MidaError("a handler's user name cannot be empty")
         u = s.scalar(select(User).where(User.name == name))
         if u is None:
-            raise NotFoundError(f"handler {name!r} is not a user of this node: each handler "
+            raise MidaError(f"handler {name!r} is not a user of this node: each handler "
                                 "needs an account (mida users add NAME --role researcher)")
         if u.disabled:
             raise MidaError(f"handler {name!r} is disabled: name an active user")
@@ -611,12 +619,15 @@ def _accepted(s: Session, request: AccessRequest) -> dict[int, DuaAcceptance]:
                                     DuaAcceptance.template_id == request.dua_template_id))}
 
 
-def accept_dua(s: Session, request_id: int, user: str, *, freeze: Freeze | None = None,
-               within_irb: bool = True, audit: Audit | None = None,
-               today: dt.date | None = None, tz: dt.tzinfo | None = None) -> DuaAcceptance:
+def accept_dua(s: Session, request_id: int, user: str, *, sha256: str | None = None,
+               freeze: Freeze | None = None, within_irb: bool = True,
+               audit: Audit | None = None, today: dt.date | None = None,
+               tz: dt.tzinfo | None = None) -> DuaAcceptance:
     """A named handler accepts the request's DUA; the last acceptance makes the grants.
 
-    Records the template and the sha256 of its text. When every handler has
+    Records the template and the sha256 of its text. ``sha256``, when given,
+    is the hash of the text the handler was shown (the API requires it): an
+    acceptance of any other text is refused. When every handler has
     accepted, :func:`make_grants` runs in the same transaction (``freeze``,
     ``within_irb``, ``today`` and ``tz`` are passed on to it).
     """
@@ -636,6 +647,11 @@ def accept_dua(s: Session, request_id: int, user: str, *, freeze: Freeze | None 
     template = s.get(DuaTemplate, row.dua_template_id) if row.dua_template_id else None
     if template is None:
         raise MidaError(f"request {request_id} names no data use agreement")
+    if sha256 is not None and sha256.lower() != template.sha256:
+        raise ConflictError(f"the DUA text accepted (sha256 {sha256[:12]}...) is not "
+                            f"{template.name}@{template.version} (sha256 "
+                            f"{template.sha256[:12]}...): show the handler that version and "
+                            "accept it")
     done = _accepted(s, row)
     if member.id in done:
         raise ConflictError(f"{user} already accepted {template.name}@{template.version} for "
