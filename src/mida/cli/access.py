@@ -17,7 +17,8 @@ from mida.sharing import identity
 
 users_app = typer.Typer(no_args_is_help=True, help="Users of this node and their roles.")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens (Bearer) for users.")
-grants_app = typer.Typer(no_args_is_help=True, help="Users' rights to collections.")
+grants_app = typer.Typer(no_args_is_help=True,
+                         help="Users' rights to collections and releases.")
 
 ROLE_HELP = "Role: " + ", ".join(f"{r} (up to {s}{', every collection' if every else ''})"
                                  for r, (s, every) in identity.ROLES.items())
@@ -105,19 +106,30 @@ def grants_add(
     scope: Annotated[str, typer.Option(help="read, write or admin.")] = "read",
     collection: Annotated[str | None, typer.Option(
         help="Which collection (default: every one).")] = None,
+    release: Annotated[str | None, typer.Option(
+        help="A release NAME@X.Y.Z instead of a collection: opens its summary, manifest, "
+        "card and download only.")] = None,
+    download: Annotated[bool, typer.Option(
+        "--download/--view-only",
+        help="--view-only: metadata, counts, rendered images and compute, but no raw data "
+        "(WADO-RS retrieval, release download).")] = True,
     expires: Annotated[str | None, typer.Option(help="Lifetime: 30d, 12h, 1w.")] = None,
     purpose: Annotated[str, typer.Option(help="Why (recorded).")] = "",
 ) -> None:
-    """Grant a user a scope on a collection."""
+    """Grant a user a scope on a collection, or read access to one release."""
     from mida.catalog.models import utcnow
 
     when = utcnow() + identity.parse_expiry(expires) if expires else None
     with node().catalog().session() as s:
-        g = identity.add_grant(s, user, scope, collection, when, purpose)
+        g = identity.add_grant(s, user, scope, collection, when, purpose, release=release,
+                               download=download)
         gid = g.id
+    target = f"release {release}" if release else collection or "every collection"
     audit("grants.add", {"id": gid, "user": user, "scope": scope,
-                         "collection": collection or "*", "purpose": purpose})
-    console.print(f"grant {gid}: {user} may {scope} {collection or 'every collection'}")
+                         "collection": None if release else collection or "*",
+                         "release": release, "download": download, "purpose": purpose})
+    console.print(f"grant {gid}: {user} may {scope} {target}"
+                  + ("" if download else " (view only)"))
 
 
 @grants_app.command("ls")
@@ -133,10 +145,12 @@ def grants_ls(user: Annotated[str | None, typer.Option(help="Only this user's.")
 @grants_app.command("revoke")
 @handle_errors
 def grants_revoke(grant_id: Annotated[int, typer.Argument(help="Grant id (grants ls).")]) -> None:
-    """Revoke a grant; it stops working at once."""
+    """Revoke a grant; it stops working at the next request."""
     with node().catalog().session() as s:
-        identity.revoke_grant(s, grant_id)
-    audit("grants.revoke", {"id": grant_id})
+        g = identity.revoke_grant(s, grant_id)
+        detail = {"id": grant_id, "user_id": g.user_id, "collection_id": g.collection_id,
+                  "release_id": g.release_id, "request": g.request_id}
+    audit("grants.revoke", detail)
     console.print(f"grant {grant_id} revoked")
 
 
