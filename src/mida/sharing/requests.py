@@ -69,7 +69,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -164,6 +164,21 @@ def _acting(s: Session, name: str) -> User:
     if row.disabled:
         raise AccessDeniedError(f"user {name!r} is disabled")
     return row
+
+
+@overload
+def _iso(t: dt.datetime) -> str: ...
+
+
+@overload
+def _iso(t: None) -> None: ...
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC (SQLite hands back naive UTC datetimes, PostgreSQL aware ones)."""
+    if t is None:
+        return None
+    return (t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)).isoformat()
 
 
 def _today(today: dt.date | None) -> dt.date:
@@ -655,7 +670,7 @@ def accept_dua(s: Session, request_id: int, user: str, *, sha256: str | None = N
     done = _accepted(s, row)
     if member.id in done:
         raise ConflictError(f"{user} already accepted {template.name}@{template.version} for "
-                            f"request {request_id} on {done[member.id].accepted.isoformat()}")
+                            f"request {request_id} on {_iso(done[member.id].accepted)}")
     acc = DuaAcceptance(request_id=row.id, user_id=member.id, template_id=template.id,
                         template_sha256=template.sha256)
     s.add(acc)
@@ -744,17 +759,17 @@ def show(s: Session, request_id: int, viewer: str | None) -> dict[str, Any]:
     for d in _decisions(s, row):
         item: dict[str, Any] = {"revision": d.revision, "institution": inst_code[d.institution_id],
                                 "decision": d.decision, "reason": d.reason,
-                                "created": d.created.isoformat()}
+                                "created": _iso(d.created)}
         if insiders:
             item["decided_by"] = d.decided_by
         history.append(item)
     template = s.get(DuaTemplate, row.dua_template_id) if row.dua_template_id else None
     done = _accepted(s, row)
     names = {u.id: u.name for u in s.scalars(select(User).where(User.name.in_(row.handlers)))}
-    accepted = {names[uid]: a.accepted.isoformat() for uid, a in done.items() if uid in names}
+    accepted = {names[uid]: _iso(a.accepted) for uid, a in done.items() if uid in names}
     grants = [{"id": g.id, "user": names.get(g.user_id, "?"), "scope": g.scope,
-               "download": g.download, "expires": g.expires.isoformat() if g.expires else None,
-               "revoked": g.revoked.isoformat() if g.revoked else None}
+               "download": g.download, "expires": _iso(g.expires),
+               "revoked": _iso(g.revoked)}
               for g in s.scalars(select(Grant).where(Grant.request_id == row.id)
                                  .order_by(Grant.id))]
     rid = grants_release(s, row)
@@ -797,8 +812,8 @@ def summary(s: Session, row: AccessRequest) -> dict[str, Any]:
     return {"id": row.id, "title": row.title, "researcher": researcher.name if researcher else "?",
             "target": row.target, "data": what, "status": row.status, "revision": row.revision,
             "institutions": [i.code for i in owners(s, row)], "download": row.download,
-            "irb_expiry": row.irb_expiry.isoformat(), "created": row.created.isoformat(),
-            "updated": row.updated.isoformat()}
+            "irb_expiry": row.irb_expiry.isoformat(), "created": _iso(row.created),
+            "updated": _iso(row.updated)}
 
 
 def list_requests(s: Session, viewer: str | None, status: str | None = None) -> list[AccessRequest]:
