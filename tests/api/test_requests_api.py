@@ -82,6 +82,10 @@ def test_a_request_from_submission_to_grants_over_http(api: Api, node: Node) -> 
     assert sorted((g["user"], g["download"]) for g in done["grants"]) == [
         ("hank", True), ("rita", True)]
     assert [h["decided_by"] for h in done["history"]] == [None] * 4  # hidden from researchers
+    # the grants open that release, and no collection
+    assert api.get("hank", f"/api/releases/request-{rid}/1.0.0").status_code == 200
+    assert api.get("hank", "/api/whoami").json()["collections"] == []
+    assert api.get("ross", f"/api/releases/request-{rid}/1.0.0").status_code == 403
     assert api.get("ada", f"/api/requests/{rid}").json()["history"][0]["decided_by"] == "dana"
     assert [x["id"] for x in api.get("rita", "/api/requests",
                                      params={"status": "granted"}).json()["data"]] == [rid]
