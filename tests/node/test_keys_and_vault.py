@@ -40,13 +40,18 @@ def test_vault_links_pseudonym_to_identity_with_audit(home: Path, tmp_path: Path
     assert stat.S_IMODE((home / "keys" / "vault.key").stat().st_mode) == 0o600
     raw = (home / "vault" / "vault.sqlite").read_bytes()
     assert PHI["pid"].encode() not in raw and b"Lin" not in raw
-    res = runner.invoke(app, ["vault", "lookup", pseudonym])
-    assert res.exit_code == 1 and "justification" in res.output
-    found = json.loads(_ok("vault", "lookup", pseudonym, "--justification",
-                           "incidental finding to return to the treating team", "--json"))
+    # two people: one honest broker asks, another approves, the first resolves (once)
+    _ok("users", "add", "hb1", "--role", "honest-broker")
+    _ok("users", "add", "hb2", "--role", "honest-broker")
+    rid = str(json.loads(_ok("vault", "request", pseudonym, "--justification",
+                             "incidental finding to return to the treating team",
+                             "--as", "hb1", "--json"))["id"])
+    _ok("vault", "decide", rid, "--approve", "--reason", "finding confirmed", "--as", "hb2")
+    found = json.loads(_ok("vault", "resolve", rid, "--as", "hb1", "--json"))
     assert found["PatientID"] == PHI["pid"]
     entries = [json.loads(x) for x in (home / "audit" / "audit.jsonl").read_text().splitlines()]
-    assert [e["action"] for e in entries] == ["vault.lookup"]
+    assert [e["action"] for e in entries if e["action"].startswith("vault.")] == [
+        "vault.request", "vault.approve", "vault.resolve"]
     assert PHI["pid"] not in (home / "audit" / "audit.jsonl").read_text()
     assert json.loads(_ok("audit", "verify", "--json"))["intact"] is True
 

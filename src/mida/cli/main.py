@@ -24,6 +24,7 @@ from mida.cli import common
 from mida.cli.access import grants_app, tokens_app, users_app
 from mida.cli.analytics import catalog_app, sql_command
 from mida.cli.annotations import annotations_app, labels_app
+from mida.cli.audit import audit_app, consent_app, reports_app, vault_app
 from mida.cli.datasets import cohort_app, release_app, restrictions_app
 from mida.cli.deid import app as deid_app
 from mida.cli.dimse import aes_app, scp_command
@@ -40,10 +41,10 @@ quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and retry quara
 app.add_typer(quarantine_app, name="quarantine")
 keys_app = typer.Typer(no_args_is_help=True, help="The de-identification key: show, rotate.")
 app.add_typer(keys_app, name="keys")
-vault_app = typer.Typer(no_args_is_help=True, help="The linkage vault (honest broker only).")
 app.add_typer(vault_app, name="vault")
-audit_app = typer.Typer(no_args_is_help=True, help="The node's audit trail.")
 app.add_typer(audit_app, name="audit")
+app.add_typer(reports_app, name="reports")
+app.add_typer(consent_app, name="consent")
 app.add_typer(deid_app, name="deid")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
@@ -387,55 +388,6 @@ def keys_rotate(
     old, new = rotate_key(s, key=key)
     AuditLog(s.audit_file).append("keys.rotate", {"old_key_id": old, "new_key_id": new})
     console.print(f"key rotated: {old} -> {new} (old key kept under keys/retired/)")
-
-
-@vault_app.command("lookup")
-@handle_errors
-def vault_lookup(
-    pseudonym: Annotated[str, typer.Argument(help="A PatientID pseudonym (P…).")],
-    justification: Annotated[str, typer.Option(
-        help="Why the identity is needed (recorded in the audit trail).")] = "",
-    json_out: JsonOpt = False,
-) -> None:
-    """Resolve a pseudonym to the original identifiers (honest broker; audited)."""
-    from mida.deid.vault import LinkageVault
-    from mida.sharing import AuditLog
-
-    s = _settings()
-    node = _node()
-    if len(justification.strip()) < 10:
-        raise MidaError("a --justification of 10 or more characters is required (it is audited)")
-    if not s.vault_file.exists():
-        raise MidaError("this node has no linkage vault: set MIDA_LINKAGE_VAULT=true before ingest")
-    AuditLog(s.audit_file).append(
-        "vault.lookup", {"pseudonym": pseudonym, "justification": justification.strip()}
-    )
-    vault = LinkageVault(s.vault_file, node.vault_key())
-    try:
-        data = vault.lookup(pseudonym)
-    finally:
-        vault.close()
-    if json_out:
-        emit_json(data)
-    else:
-        kv(data, title=f"identity behind {pseudonym} (audited)")
-
-
-@audit_app.command("verify")
-@handle_errors
-def audit_verify(json_out: JsonOpt = False) -> None:
-    """Check the audit trail's hash chain; exit 1 if an entry was edited or removed."""
-    from mida.sharing import AuditLog
-
-    log = AuditLog(_settings().audit_file)
-    broken = log.verify()
-    data = {"entries": len(log.entries()), "broken_lines": broken, "intact": not broken}
-    if json_out:
-        emit_json(data)
-    else:
-        kv(data, title="audit")
-    if broken:
-        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,13 +1,15 @@
 """Create and open a mida node.
 
 A node is one ``MIDA_HOME``: a descriptor (``node.json``), a secret
-de-identification key (``keys/deid.key``, mode 0600), the catalog and the
-blob store. The key never leaves the key file: only its id (a hash prefix)
-is stored, logged or shown.
+de-identification key (``keys/deid.key``, mode 0600), the audit key
+(``keys/audit.key``, mode 0600; it keys the audit trail's chain), the catalog
+and the blob store. A key never leaves its key file: only its id (a hash
+prefix) is stored, logged or shown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,6 +46,10 @@ class Node:
     def catalog(self) -> Catalog:
         return open_catalog(self.settings.database_url)
 
+    def audit_key(self) -> bytes:
+        """The audit trail's HMAC key, created on first use (mode 0600)."""
+        return ensure_audit_key(self.settings.home)
+
     def vault_key(self) -> bytes:
         """The linkage vault key, created on first use (mode 0600)."""
         path = self.settings.vault_key_file
@@ -66,19 +72,69 @@ class Node:
             return inst.id
 
 
-def _read_key(path: Path) -> bytes:
+def _read_key(path: Path, what: str = "de-identification key") -> bytes:
     try:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             raise ConfigError(
-                f"the de-identification key {path} is readable by others (mode {mode:o}): "
+                f"the {what} {path} is readable by others (mode {mode:o}): "
                 f"run 'chmod 600 {path}'"
             )
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError as exc:
         raise NotInitializedError(str(path.parent.parent)) from exc
     except ValueError as exc:
-        raise ConfigError(f"the de-identification key {path} is corrupt") from exc
+        raise ConfigError(f"the {what} {path} is corrupt") from exc
+
+
+def audit_key_file(home: Path) -> Path:
+    """Where the audit key of the node at ``home`` lives (``keys/audit.key``)."""
+    return home / "keys" / "audit.key"
+
+
+def read_audit_key(home: Path) -> bytes | None:
+    """The audit key of the node at ``home``, or None when it has none yet."""
+    path = audit_key_file(home)
+    if not path.exists():
+        return None
+    return _checked_audit_key(path)
+
+
+def _checked_audit_key(path: Path) -> bytes:
+    key = _read_key(path, "audit key")
+    if len(key) < 32:
+        raise ConfigError(f"the audit key {path} is {len(key)} bytes, not 32: restore it from "
+                          "a backup (a new key cannot verify the entries made with the old)")
+    return key
+
+
+def ensure_audit_key(home: Path) -> bytes:
+    """The audit key of the node at ``home``, made first (random, 256 bits) if absent.
+
+    The audit key is the node's own, apart from the de-identification key:
+    that one may be a project key shared by several sites (so that pseudonyms
+    match) and is rotated, while the audit chain must stay verifiable across
+    rotations and no other site may be able to forge this node's entries.
+    Several processes may create it at once (the server, the DICOM node, the
+    CLI): the key is written to a private temporary file and linked into
+    place, so exactly one key wins and nobody reads a half-written one.
+    """
+    path = audit_key_file(home)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_bytes(32).hex() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use theirs
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return _checked_audit_key(path)
 
 
 def _write_key(path: Path, key: bytes) -> None:
@@ -117,6 +173,7 @@ def init_node(
     if not settings.key_file.exists():
         _write_key(settings.key_file, key or secrets.token_bytes(32))
     kid = key_id_of(_read_key(settings.key_file))
+    ensure_audit_key(settings.home)
     catalog = open_catalog(settings.database_url)
     catalog.migrate()
     with catalog.session() as s:
@@ -183,4 +240,5 @@ def load_node(settings: Settings) -> Node:
     return node
 
 
-__all__ = ["Node", "init_node", "key_id_of", "load_node", "rotate_key"]
+__all__ = ["Node", "audit_key_file", "ensure_audit_key", "init_node", "key_id_of", "load_node",
+           "read_audit_key", "rotate_key"]
