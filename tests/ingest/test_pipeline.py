@@ -206,3 +206,23 @@ def test_two_copies_in_one_run_are_stored_once(tmp_path: Path, batch_size: int) 
     s = ingest_paths(node, [src, copies], "c")
     assert s.stored + s.duplicates == 12
     assert _count(node, Instance) == s.stored == 6
+
+
+def test_a_hosted_institutions_patients_are_its_own(node: Node, tmp_path: Path) -> None:
+    """On a hub, the same patient ID at two providers stays two patients (one per owner)."""
+    from mida.catalog.models import Institution, Patient
+    from mida.sharing.governance import add_institution, create_collection
+    from tests.factories import write_ct_series
+
+    with node.catalog().session() as s:
+        add_institution(s, "CGMH", "Chang Gung Memorial Hospital")
+        create_collection(s, "cgmh-liver", "CGMH", "default")
+        s.commit()
+    write_ct_series(tmp_path / "a", slices=2, size=8, PatientID="SAME-ID")
+    write_ct_series(tmp_path / "b", slices=2, size=8, PatientID="SAME-ID")
+    assert ingest_paths(node, [tmp_path / "a"], "own-liver", workers=1).stored == 2
+    assert ingest_paths(node, [tmp_path / "b"], "cgmh-liver", workers=1).stored == 2
+    with node.catalog().session() as s:
+        owners = sorted(s.scalars(select(Institution.code).join(
+            Patient, Patient.institution_id == Institution.id)))
+    assert owners == ["CGMH", "TEST"]

@@ -164,6 +164,9 @@ class Ingestor:
                 )
             self.collection_id = col.id
             self.profile = col.deid_profile
+            # a hub hosts collections of several institutions: patients belong to the
+            # institution that owns the collection, not to the node's own
+            self.institution_id = col.institution_id
         self._key = node.key()
         self._vault_key = node.vault_key() if self.settings.linkage_vault else None
         self._local = _make_processor(self.settings, self._key, self.profile, self._vault_key)
@@ -190,7 +193,7 @@ class Ingestor:
         summary = IngestSummary(job_id=job_id, collection=self.collection)
         vault = (LinkageVault(self.settings.vault_file, self._vault_key)
                  if self._vault_key is not None else None)
-        writer = CatalogWriter(self.catalog, institution_id=self.node.institution_id(),
+        writer = CatalogWriter(self.catalog, institution_id=self.institution_id,
                                collection_id=self.collection_id, job_id=job_id,
                                batch_size=self.settings.batch_size, vault=vault)
         self.bus.emit(IngestStarted(job_id=job_id, sources=total))

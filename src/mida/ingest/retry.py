@@ -109,7 +109,7 @@ def retry(
             continue
         outcome = ing._local.process(area.read(sha), Source(kind, f"quarantine:{entry_id}"))
         if outcome.status in ("stored", "duplicate"):
-            writer = CatalogWriter(catalog, institution_id=node.institution_id(),
+            writer = CatalogWriter(catalog, institution_id=ing.institution_id,
                                    collection_id=ing.collection_id, job_id=None)
             writer.add(outcome)
             writer.flush()

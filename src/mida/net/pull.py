@@ -406,6 +406,7 @@ class _Pull:
         with self.catalog.session() as s:
             col = get_or_create_collection(s, collection, node.institution_id(), profile)
             self.collection_id, self.profile = col.id, col.deid_profile
+            self.institution_id = col.institution_id  # the collection's owner (a hub hosts many)
         self.collection = collection
         self._vault_key = node.vault_key() if self.settings.linkage_vault else None
         store = open_store(self.settings.storage_url, fsync=self.settings.fsync,
@@ -585,7 +586,7 @@ class _Pull:
                               collection=self.collection, method=self.method)
         vault = (LinkageVault(self.settings.vault_file, self._vault_key)
                  if self._vault_key is not None else None)
-        writer = CatalogWriter(self.catalog, institution_id=self.node.institution_id(),
+        writer = CatalogWriter(self.catalog, institution_id=self.institution_id,
                                collection_id=self.collection_id, job_id=job_id,
                                batch_size=self.settings.batch_size, vault=vault)
         t0 = time.perf_counter()

@@ -152,6 +152,7 @@ class _Target:
     id: int
     name: str
     profile: str
+    institution_id: int  # the collection's owner: its patients are that institution's
 
 
 @dataclass
@@ -485,7 +486,7 @@ class DicomNode:
                 if not principal.allows("write"):  # creating one is node-wide
                     return None
                 row = get_or_create_collection(db, name, self._institution_id, s.deid_profile)
-            target = _Target(row.id, row.name, row.deid_profile)
+            target = _Target(row.id, row.name, row.deid_profile, row.institution_id)
         with self._lock:
             self._targets[name] = target
         return target
@@ -498,7 +499,7 @@ class DicomNode:
                                          "called_ae": peer.called_ae},
                             owner=peer.principal.actor[:64])
             job_id = job.id
-        writer = CatalogWriter(self.catalog, institution_id=self._institution_id,
+        writer = CatalogWriter(self.catalog, institution_id=target.institution_id,
                                collection_id=target.id, job_id=job_id,
                                batch_size=self.settings.batch_size)
         session = _StoreSession(self, target, self._pool.take(target.profile), writer, job_id)
