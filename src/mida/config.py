@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 from pathlib import Path
@@ -106,6 +107,29 @@ class Settings(BaseSettings):
     grant_within_irb: bool = Field(
         default=True,
         description="A grant never outlives the IRB approval of the request that made it.")
+    timezone: str = Field(
+        default="Asia/Taipei",
+        description="The node's legal time zone (IANA name): an IRB approval valid until a "
+        "date ends at midnight there.")
+
+    @field_validator("timezone", mode="after")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as "
+                             "Asia/Taipei or UTC") from None
+        return v
+
+    @property
+    def tz(self) -> dt.tzinfo:
+        """:attr:`timezone` as a tzinfo."""
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
 
     @field_validator("home", mode="after")
     @classmethod

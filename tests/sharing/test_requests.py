@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -369,3 +370,16 @@ def test_grant_expiry_ends_with_the_irb_expiry_date() -> None:
     assert rq.grant_expiry(dt.date(2027, 3, 31), dt.UTC) == dt.datetime(2027, 4, 1,
                                                                         tzinfo=dt.UTC)
     assert rq.grant_expiry(dt.date(2027, 3, 31), TPE).isoformat() == "2027-03-31T16:00:00+00:00"
+
+
+def test_the_nodes_time_zone_is_a_validated_setting(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from mida.config import Settings
+
+    s = Settings(home=tmp_path)
+    assert s.timezone == "Asia/Taipei"  # Taiwanese default: an IRB date ends at midnight there
+    assert rq.grant_expiry(dt.date(2027, 3, 31), s.tz).isoformat() == "2027-03-31T16:00:00+00:00"
+    assert str(Settings(home=tmp_path, timezone="UTC").tz) == "UTC"
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
+        Settings(home=tmp_path, timezone="Mars/Olympus")

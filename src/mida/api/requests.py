@@ -445,7 +445,8 @@ def accept_request_dua(request: Request, request_id: int, body: DuaAcceptanceCre
     node = _node(request)
     with _trail(request, p) as trail:
         access.accept_dua(s, node.store(), request_id, user, sha256=body.sha256,
-                          within_irb=node.settings.grant_within_irb, audit=trail)
+                          within_irb=node.settings.grant_within_irb, audit=trail,
+                          tz=node.settings.tz)
         s.commit()
     return _public(s, request_id, user)
 

@@ -251,7 +251,7 @@ def requests_accept_dua(
     n = node()
     with rq.AuditBuffer(audit) as trail, n.catalog().session() as s:
         acc = access.accept_dua(s, n.store(), request_id, as_user, audit=trail,
-                                within_irb=n.settings.grant_within_irb)
+                                within_irb=n.settings.grant_within_irb, tz=n.settings.tz)
         row = rq.get_request(s, request_id)
         out = {**rq.summary(s, row), "dua_sha256": acc.template_sha256}
         if row.status == "granted":
