@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mida.errors import ConfigError, MidaError
+from mida.node.service import ensure_audit_key, read_audit_key
 
 GENESIS = "0" * 64
 ENTRY_FORMAT = 1
@@ -291,7 +292,7 @@ class AuditLog:
     path
         The log, ``MIDA_HOME/audit/audit.jsonl``.
     fsync
-        fsync each entry and anchor (power-loss safety; ``MIDA_AUDIT_FSYNC``).
+        fsync each entry (power-loss safety; ``MIDA_AUDIT_FSYNC``).
     key
         The audit key. By default it is the node's ``keys/audit.key``, the
         node being the folder above the log's (``MIDA_HOME``); it is created
@@ -316,15 +317,11 @@ class AuditLog:
     # -- keys --------------------------------------------------------------------
     def _read_key(self) -> bytes | None:
         if self._key is None:
-            from mida.node.service import read_audit_key
-
-            self._key = read_audit_key(self.home)  # cached: one read per process
+            self._key = read_audit_key(self.home)  # kept: one read per process
         return self._key
 
     def _make_key(self) -> bytes:
         if self._key is None:
-            from mida.node.service import ensure_audit_key
-
             self._key = ensure_audit_key(self.home)
         return self._key
 
@@ -753,8 +750,9 @@ class _Checker:
 
     def _anchor(self, head: dict[str, Any] | None, head_ok: bool) -> None:
         if self.keyed and self.key is None:
-            self._flag(None, None, "key_missing", "the audit key (keys/audit.key) is missing: "
-                       "MACs and the anchor's signature cannot be checked; restore the key")
+            self._flag(None, None, "key_missing", "the audit key (keys/audit.key) is missing or "
+                       "unreadable: MACs and the anchor's signature cannot be checked; restore "
+                       "the key (mode 0600)")
         if head is None:
             if self.keyed:
                 self._flag(None, None, "anchor_missing", "the log has keyed entries but no "

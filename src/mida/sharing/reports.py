@@ -30,7 +30,8 @@ path (``/dicomweb/studies/{uid}...``, ``/api/series/{uid}/...``,
 collection, ``/api/stats``) are counted under ``*`` (node-wide).
 
 **Purpose.** A use is credited to the grant that allowed it: an entry that
-names ``grant_id`` or ``request_id`` is credited to that grant or request;
+names ``grant_id`` (or ``grant``) or ``request_id`` is credited to that grant
+or request;
 otherwise to the user's grant that was in force at the entry's time and
 covers the collection, preferring a release grant on the entry's release,
 then a grant on that collection, then an all-collections grant (the newest
@@ -224,7 +225,8 @@ def read_use(entry: dict[str, Any], r: _Resolver) -> Use | None:
         cols = tuple(sorted(str(c) for c in detail["collections"]))
     elif not cols and release:
         cols = r.release(release)[1]
-    gid = detail.get("grant_id") if isinstance(detail.get("grant_id"), int) else None
+    gid = next((detail[k] for k in ("grant_id", "grant") if isinstance(detail.get(k), int)),
+               None)
     rid = detail.get("request_id") if isinstance(detail.get("request_id"), int) else None
     return Use(kind, str(entry.get("actor", "")), when, cols, release, gid, rid)
 
