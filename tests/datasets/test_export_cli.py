@@ -39,7 +39,7 @@ def test_release_export_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert body["release"] == "demo@1.0.0" and body["formats"] == ["nifti", "nnunet"]
     assert body["excluded"]["by_reason"] == {"consent_withdrawn": 1}
     assert body["files"] == len(json.loads((out / "mida-export.json").read_text())["files"])
-    audit = (tmp_path / "node").rglob("audit*")
+    audit = (tmp_path / "node").rglob("audit*.jsonl")
     lines = [json.loads(x) for p in audit if p.is_file()
              for x in p.read_text().splitlines() if x.strip()]
     assert [x for x in lines if x.get("action") == "release.export"]

@@ -147,6 +147,16 @@ def test_inserted_copied_and_damaged_lines_are_caught(tmp_path: Path) -> None:
     assert _found(log) == [(7, None, "forged")]  # an unkeyed line after keyed ones
 
 
+def test_a_line_torn_by_a_crash_is_the_only_finding(tmp_path: Path) -> None:
+    """A crash in the middle of a write leaves half a line; later appends carry on after it."""
+    log = _log(tmp_path, n=3)
+    with log.path.open("a") as fh:
+        fh.write('{"action": "half a li')
+    log.append("after", {}, actor="server")
+    assert _found(log) == [(4, None, "unreadable")]
+    assert [e["seq"] for e in log.entries()] == [1, 2, 3, 4]
+
+
 def test_the_anchor_itself_is_signed(tmp_path: Path) -> None:
     log = _log(tmp_path)
     head = json.loads(log.head_path.read_text())

@@ -202,6 +202,26 @@ def _last_line(fd: int) -> bytes:
     return b""
 
 
+def _last_entry(fd: int, lines: int = 8) -> tuple[bytes, dict[str, Any] | None]:
+    """(the last line, the last readable entry among the last ``lines`` lines).
+
+    The entry is None when the log is empty or none of those lines parses.
+    """
+    end = os.lseek(fd, 0, os.SEEK_END)
+    last = _last_line(fd)
+    if not last:
+        return b"", None
+    entry = _parse(last)
+    if entry is not None:
+        return last, entry
+    window = os.pread(fd, min(end, _TAIL), max(0, end - _TAIL))
+    for raw in reversed(window.rstrip(b"\n").split(b"\n")[-lines:-1]):
+        found = _parse(raw)
+        if found is not None:
+            return last, found
+    return last, None
+
+
 def _count_lines(fd: int) -> int:
     """Non-empty lines of the open file ``fd`` (read once, when sealing a legacy prefix)."""
     n = 0
@@ -385,8 +405,7 @@ class AuditLog:
             end = os.lseek(fd, 0, os.SEEK_END)
             if end and os.pread(fd, 1, end - 1) != b"\n":
                 os.write(fd, b"\n")  # a torn last line stays a line of its own
-            last = _last_line(fd)
-            prev_entry = _parse(last) if last else None
+            last, prev_entry = _last_entry(fd)
             keyed = prev_entry is not None and _is_keyed(prev_entry)
             if keyed and self._key is None and self._read_key() is None:
                 raise ConfigError(
@@ -399,8 +418,10 @@ class AuditLog:
                 seq, prev = 1, GENESIS
             elif keyed and seq_last is not None and isinstance(prev_entry, dict) \
                     and isinstance(prev_entry.get("mac"), str):
+                # after a torn line (a crash mid-write) this continues from the entry
+                # before it: verify then reports the torn line alone, as unreadable
                 seq, prev = seq_last + 1, str(prev_entry["mac"])
-            else:  # a legacy last line (or a damaged one): link to its bytes
+            else:  # a legacy last line (or nothing readable near the end): link to its bytes
                 seq, prev = _count_lines(fd) + 1, _line_hash(last)
             hfd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
