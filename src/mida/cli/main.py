@@ -29,6 +29,7 @@ from mida.cli.datasets import cohort_app, release_app, restrictions_app
 from mida.cli.deid import app as deid_app
 from mida.cli.dimse import aes_app, scp_command
 from mida.cli.features import features_app
+from mida.cli.governance import collections_app, dua_app, institutions_app, requests_app
 from mida.cli.jobs import jobs_app
 from mida.cli.output import console, emit_json, err_console, kv, table
 from mida.cli.pacs import pacs_app
@@ -62,6 +63,10 @@ app.add_typer(cohort_app, name="cohort")
 app.add_typer(release_app, name="release")
 app.add_typer(restrictions_app, name="restrictions")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(requests_app, name="requests")
+app.add_typer(dua_app, name="dua")
+app.add_typer(collections_app, name="collections")
+app.add_typer(institutions_app, name="institutions")
 app.command("sql")(sql_command)
 
 JsonOpt = common.JsonOpt
@@ -443,15 +448,3 @@ def config_cmd(json_out: JsonOpt = False) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     app()
-
-from mida.cli.governance import (  # noqa: E402
-    collections_app,
-    dua_app,
-    institutions_app,
-    requests_app,
-)
-
-app.add_typer(requests_app, name="requests")
-app.add_typer(dua_app, name="dua")
-app.add_typer(collections_app, name="collections")
-app.add_typer(institutions_app, name="institutions")

@@ -8,9 +8,10 @@ which stores it in its own SQLite file under ``MIDA_HOME/vault``. The vault
 key lives in ``keys/vault.key`` (mode 0600), apart from the de-identification
 key: the catalog and blobs can be shared or backed up without it.
 
-Opening a record is for the honest broker, through ``mida vault lookup``,
-which refuses to run without a justification and appends an entry to the
-audit trail before it shows anything.
+Opening a record is for the honest broker, through a two-person resolution
+(``mida vault request|decide|resolve``, :mod:`mida.sharing.broker`): a
+justification, a second person's approval, one resolution, each step in the
+audit trail before anything is shown.
 
 Examples
 --------
