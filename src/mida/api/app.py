@@ -84,12 +84,13 @@ def create_app(node: Node) -> FastAPI:
     async def _bad(_req: Request, exc: MidaError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    from mida.api import annotations, cohorts, releases, requests
+    from mida.api import annotations, cohorts, pages, releases, requests
 
     app.include_router(annotations.router)  # before /api/{level}, which would shadow it
     app.include_router(cohorts.router)
     app.include_router(releases.router)
     app.include_router(requests.router)
+    app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/health", operation_id="health", tags=["node"])
