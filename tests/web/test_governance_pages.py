@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -28,6 +29,8 @@ from mida.ingest import ingest_paths
 from mida.node import Node
 from mida.sharing import AuditLog, dua, governance, identity, restrictions
 from mida.sharing.identity import DENIED
+from tests.conftest import REQUIRE_SERVICES
+from tests.dicomweb.conftest import free_port, serve
 from tests.factories import make_token, write
 from tests.sharing import governance_world as gw
 
@@ -369,10 +372,6 @@ def _browser_world(node: Node, root: Path) -> dict[str, str]:
 def test_a_request_walked_through_in_a_browser(node: Node, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.conftest import REQUIRE_SERVICES
-    from tests.dicomweb.conftest import free_port, serve
-    from tests.web.test_annotator import _artifacts
-
     if not CHROMIUM.exists():
         if REQUIRE_SERVICES:
             pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
@@ -381,7 +380,8 @@ def test_a_request_walked_through_in_a_browser(node: Node, tmp_path: Path) -> No
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     problems: list[str] = []
-    shots = _artifacts(tmp_path)
+    shots = Path(os.environ.get("MIDA_TEST_ARTIFACTS_DIR") or tmp_path)  # .ci/run sets it
+    shots.mkdir(parents=True, exist_ok=True)
 
     with serve(node, port), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
