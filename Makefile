@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/deid.py $(BENCH_ARGS)
 	$(BIN)/python bench/dicomweb.py $(DICOMWEB_ARGS)
 	$(BIN)/python bench/annotations.py $(ANNOTATION_BENCH_ARGS)
+	$(BIN)/python bench/export.py $(EXPORT_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
