@@ -170,7 +170,9 @@ def test_sql_counts_by_modality_as_the_catalog_does(archive: Archive) -> None:
             select(Series.Modality, func.count(Instance.id))
             .join(Instance, Instance.series_id == Series.id).group_by(Series.Modality)).all()))
     assert cols == ["Modality", "n"]
-    assert dict(rows) == want and set(want) == {"CR", "CT", "MR"}
+    # the sample's US cine is stored where tesseract can clear its burned-in text, and
+    # quarantined where it cannot: the snapshot counts whatever the catalog holds
+    assert dict(rows) == want and {"CR", "CT", "MR"} <= set(want)
     cols, rows = sql("SELECT s.collection, sum(s.instances) FROM series s "
                      "JOIN features f USING (SeriesInstanceUID) GROUP BY 1", archive.snap)
     assert rows == [("ct", 8)]  # two feature rows on the 4-slice series
