@@ -48,7 +48,11 @@ def test_kill_minus_nine_then_rerun_is_consistent(tmp_path: Path) -> None:
     rng = random.Random(20261128)
     blobs = tmp_path / "node" / "blobs"
     kills = 0
-    for _ in range(5):
+    # Up to 8 attempts for 3 kills: on a loaded machine a rerun can finish the little that
+    # is left before the poll sees its target, which says nothing about consistency.
+    for _ in range(8):
+        if kills >= 3:
+            break
         # Kill once a random share (up to half) of the instances still to do have been
         # written: a moment tied to progress, not to the clock, so every attempt is
         # killed mid-run however fast this machine is (OCR of the US images varies).
