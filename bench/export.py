@@ -146,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default: dated)")
     parser.add_argument("--tmp-dir", type=Path, default=None,
-                        help="parent of the work dir (node, DICOM copy, outputs; ~6 GB at "
+                        help="parent of the work dir (node, DICOM copy, outputs; ~4 GB at "
                              "full size)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds allowed per timed run")
