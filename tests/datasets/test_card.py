@@ -371,3 +371,24 @@ def test_cards_read_the_catalog_on_both_backends(cohort_any: Cohort) -> None:
             for x in t["source"]["collections"]] == [("liver-a", "TEST", "default", 6),
                                                      ("liver-b", "TEST", "default", 3)]
     assert c.deid_report["profiles"][0]["key_id"] == n.key_id
+
+
+def test_a_collections_licence_reaches_the_card(released: Released) -> None:
+    """A licence set on the collection (``mida collections terms --license``) is the card's."""
+    from mida.sharing import governance
+
+    lic = "https://creativecommons.org/licenses/by/4.0/"
+    with released.node.catalog().session() as s:
+        for name in {x["collection"] for x in released.manifest["series"]}:
+            governance.set_terms(s, name, license=lic)
+        s.commit()
+    try:
+        c = released.card()
+        assert c.croissant["license"] == [lic]
+        assert "not set" not in c.markdown
+    finally:
+        with released.node.catalog().session() as s:
+            for name in {x["collection"] for x in released.manifest["series"]}:
+                governance.set_terms(s, name, license="")
+            s.commit()
+    assert "not set" in released.card().markdown

@@ -144,8 +144,8 @@ def sha256(data: bytes) -> str:
 def source_info(s: Session, manifest: dict[str, Any]) -> SourceInfo:
     """The catalog's names and descriptions of the manifest's institutions and collections.
 
-    A licence is taken from a collection's ``license`` attribute when the
-    catalog has one (none does yet: the card then says the licence is not set).
+    The licence is each collection's ``license`` (``mida collections terms
+    --license``); when none is set the card says the licence is not set.
     """
     codes = sorted({x["institution"] for x in manifest["series"]})
     names = sorted({x["collection"] for x in manifest["series"]})
