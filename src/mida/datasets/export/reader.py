@@ -19,7 +19,6 @@ exact permutation; otherwise nearest-neighbour sampling, and a note says so.
 
 from __future__ import annotations
 
-import gzip
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pydicom.dataset import Dataset
 from mida.annotations.geometry import SeriesGeometry
 from mida.annotations.store import decode_mask
 from mida.datasets.export.base import STATUS_RANK, LabelSet
+from mida.datasets.nifti_convert.writer import gzip_bytes
 from mida.errors import DatasetError, IntegrityError
 from mida.storage.blobstore import BlobStore
 
@@ -43,21 +43,12 @@ PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "XA", "RF", "US
 LATTICE_TOL = 1e-3
 
 
-def gzip_bytes(*parts: bytes | memoryview) -> bytes:
-    """gzip with mtime 0 and no file name: the same input gives the same bytes."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
-        for p in parts:
-            gz.write(p)
-    return buf.getvalue()
-
-
 def nifti_gz(image: Any) -> bytes:
     """A NIfTI image as ``.nii.gz`` bytes, written as the converter writes its files."""
     from mida.datasets.convert import nifti_bytes
 
     head, data = nifti_bytes(image)
-    return gzip_bytes(head, data)
+    return gzip_bytes(head, data)  # the converter's writer: the same bytes as write_nifti
 
 
 def ranked(annotations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
