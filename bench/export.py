@@ -90,13 +90,13 @@ METHODS: dict[str, Method] = {m.key: m for m in (
     Method("dcm2niix-zi", "dcm2niix", "dcm2niix -z i", "internal miniz, level 6, 1 thread",
            ("-z", "i")),
     Method("mida-convert-gz", "mida", "converter, .nii.gz (series_to_nifti + write_nifti)",
-           "zlib level 6, 1 thread", ("convert", "--gzip")),
-    Method("mida-nifti", "mida", "release export nifti", "zlib level 6, 1 thread",
-           ("export", "--format", "nifti")),
-    Method("mida-nnunet", "mida", "release export nnunet", "zlib level 6, 1 thread",
-           ("export", "--format", "nnunet")),
+           "zlib level 6, 4 MiB chunks on all cores", ("convert", "--gzip")),
+    Method("mida-nifti", "mida", "release export nifti",
+           "zlib level 6, 4 MiB chunks on all cores", ("export", "--format", "nifti")),
+    Method("mida-nnunet", "mida", "release export nnunet",
+           "zlib level 6, 4 MiB chunks on all cores", ("export", "--format", "nnunet")),
     Method("mida-nifti+nnunet", "mida", "release export nifti,nnunet (one pass)",
-           "zlib level 6, 1 thread", ("export", "--format", "nifti,nnunet")),
+           "zlib level 6, 4 MiB chunks on all cores", ("export", "--format", "nifti,nnunet")),
 )}  # fmt: skip
 #: (question, mida method, peer method): the ratios reported.
 RATIOS = (
