@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mida.errors import AccessDeniedError
 from mida.sharing import AuditLog
 from mida.sharing.identity import DENIED, Principal, authenticate
+from mida.sharing.requests import AuditBuffer
 
 OPEN_PATHS = ("/health", "/docs", "/redoc", "/openapi.json", "/login", "/docs/oauth2-redirect",
               "/static")  # the pages' scripts and styles: no data, no token
@@ -56,6 +57,22 @@ def get_principal(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def audit_log(request: Request) -> AuditLog:
+    """The app's audit trail: the one its middleware writes (set by ``create_app``)."""
+    log: AuditLog = request.app.state.audit
+    return log
+
+
+def audit_trail(request: Request, p: Principal) -> AuditBuffer:
+    """The caller's entries for one step, written only once the step has committed."""
+    log = audit_log(request)
+
+    def write(action: str, detail: dict[str, Any]) -> None:
+        log.append(action, detail, p.actor)
+
+    return AuditBuffer(write)
 
 
 def require(principal: Principal, need: str, collection_id: int | None = None) -> None:

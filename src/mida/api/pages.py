@@ -66,7 +66,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mida import __version__
-from mida.api.deps import SessionDep, get_principal, token_of
+from mida.api.deps import SessionDep, audit_trail, get_principal, token_of
 from mida.catalog.models import (
     AccessRequest,
     Collection,
@@ -91,7 +91,7 @@ from mida.errors import (
     NotFoundError,
 )
 from mida.node import Node
-from mida.sharing import AuditLog, dua, governance, restrictions, suppression
+from mida.sharing import dua, governance, restrictions, suppression
 from mida.sharing import requests as rq
 from mida.sharing.identity import DENIED, ROLES, Principal, list_grants, scope_allows
 from mida.web import templates
@@ -228,20 +228,6 @@ def _csrf_refused(request: Request, p: Principal) -> Response:
     return _render(request, p, "message.html", 403, title="Form refused", testid="csrf-refused",
                    message="This form did not come from a page of this node, or your session "
                    "changed since it was shown: reload the page and submit it again.")
-
-
-def _trail(request: Request, p: Principal) -> rq.AuditBuffer:
-    """The request's audit trail, buffered until its step has committed (as the API does)."""
-    log = getattr(request.app.state, "audit", None)
-    if not isinstance(log, AuditLog):
-        settings = _node(request).settings
-        log = AuditLog(settings.audit_file, fsync=settings.audit_fsync)
-    sink = log
-
-    def write(action: str, detail: dict[str, Any]) -> None:
-        sink.append(action, detail, p.actor)
-
-    return rq.AuditBuffer(write)
 
 
 @dataclass
@@ -567,7 +553,7 @@ def submit_request_page(request: Request, s: SessionDep, form: FormDep) -> Respo
     assert doc is not None
     node = _node(request)
     try:
-        with _trail(request, p) as trail:
+        with audit_trail(request, p) as trail:
             row = access.submit(s, node.store(), p.name, **args, irb_document=doc[1],
                                 irb_document_name=doc[0], node_cap=node.settings.handler_cap,
                                 audit=trail)
@@ -667,7 +653,7 @@ def resubmit_request_page(request_id: int, request: Request, s: SessionDep,
         changes.update(irb_document=doc[1], irb_document_name=doc[0])
     node = _node(request)
     try:
-        with _trail(request, p) as trail:
+        with audit_trail(request, p) as trail:
             access.resubmit(s, node.store(), request_id, p.name, audit=trail,
                             node_cap=node.settings.handler_cap, **changes)
             s.commit()
@@ -752,7 +738,7 @@ def accept_dua_page(request_id: int, request: Request, s: SessionDep,
             request_id: "Tick the box to say that you have read and accept the agreement."})
     node = _node(request)
     try:
-        with _trail(request, p) as trail:
+        with audit_trail(request, p) as trail:
             access.accept_dua(s, node.store(), request_id, p.name,
                               sha256=form.get("sha256") or "-",
                               within_irb=node.settings.grant_within_irb, audit=trail,
@@ -818,7 +804,7 @@ def decide_page(request_id: int, request: Request, s: SessionDep, form: FormDep)
         return _denied(request, p)
     reason = form.get("reason")
     try:
-        with _trail(request, p) as trail:
+        with audit_trail(request, p) as trail:
             rq.review(s, request_id, p.name, form.get("decision"), reason, audit=trail)
             s.commit()
     except (AccessDeniedError, NotFoundError) as exc:

@@ -42,14 +42,13 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from mida.api.deps import PrincipalDep, SessionDep
+from mida.api.deps import PrincipalDep, SessionDep, audit_log
 from mida.catalog.models import DatasetRelease
 from mida.datasets import release
 from mida.datasets.card import build_card
 from mida.datasets.export import export, parse_formats
 from mida.errors import AccessDeniedError, NotFoundError
 from mida.node import Node
-from mida.sharing import AuditLog
 from mida.sharing.identity import DENIED, Principal, lapsed_grant
 
 router = APIRouter(tags=["releases"])
@@ -63,15 +62,6 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 def _node(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
-
-
-def audit_log(request: Request) -> AuditLog:
-    """The app's audit trail (the one its middleware writes)."""
-    log = getattr(request.app.state, "audit", None)
-    if isinstance(log, AuditLog):
-        return log
-    settings = _node(request).settings
-    return AuditLog(settings.audit_file, fsync=settings.audit_fsync)
 
 
 def _deny(request: Request, s: Session, p: Principal, row: DatasetRelease,

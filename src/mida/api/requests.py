@@ -44,12 +44,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from mida.api.deps import PrincipalDep, SessionDep
+from mida.api.deps import PrincipalDep, SessionDep, audit_trail
 from mida.datasets import access
 from mida.dicomweb.multipart import MultipartReader, Part, parse_media_type
 from mida.errors import AccessDeniedError, MidaError
 from mida.node import Node
-from mida.sharing import AuditLog, dua, governance
+from mida.sharing import dua, governance
 from mida.sharing import requests as rq
 from mida.sharing.identity import DENIED, Principal
 
@@ -235,19 +235,6 @@ def _actor(p: Principal) -> str:
     return p.name
 
 
-def _trail(request: Request, p: Principal) -> rq.AuditBuffer:
-    log = getattr(request.app.state, "audit", None)
-    if not isinstance(log, AuditLog):
-        settings = _node(request).settings
-        log = AuditLog(settings.audit_file, fsync=settings.audit_fsync)
-    sink = log
-
-    def write(action: str, detail: dict[str, Any]) -> None:
-        sink.append(action, detail, p.actor)
-
-    return rq.AuditBuffer(write)
-
-
 class _Form:
     """A parsed multipart/form-data body: JSON fields by name, files by name."""
 
@@ -345,7 +332,7 @@ def submit_request(request: Request, response: Response, s: SessionDep, p: Princ
         raise MidaError("the IRB approval document is missing: send it as the "
                         "'irb_document' file part")
     node = _node(request)
-    with _trail(request, p) as trail:
+    with audit_trail(request, p) as trail:
         row = access.submit(s, node.store(), user, **new.model_dump(), irb_document=doc[1],
                             irb_document_name=doc[0], node_cap=node.settings.handler_cap,
                             audit=trail)
@@ -399,7 +386,7 @@ def decide_request(request: Request, request_id: int, body: DecisionCreate, s: S
                    p: PrincipalDep) -> RequestPublic:
     """A DAC member's decision for their institution on the current revision."""
     user = _actor(p)
-    with _trail(request, p) as trail:
+    with audit_trail(request, p) as trail:
         rq.review(s, request_id, user, body.decision, body.reason, audit=trail)
         s.commit()
     return _public(s, request_id, user)
@@ -428,7 +415,7 @@ def resubmit_request(request: Request, request_id: int, s: SessionDep, p: Princi
         except ValidationError as exc:
             raise MidaError(f"not a valid RequestChanges: {_brief(exc)}") from None
     node = _node(request)
-    with _trail(request, p) as trail:
+    with audit_trail(request, p) as trail:
         access.resubmit(s, node.store(), request_id, user, audit=trail,
                         node_cap=node.settings.handler_cap,
                         **changes.model_dump(exclude_unset=True), **extra)
@@ -443,7 +430,7 @@ def accept_request_dua(request: Request, request_id: int, body: DuaAcceptanceCre
     """A named handler accepts the request's DUA; the last acceptance makes the grants."""
     user = _actor(p)
     node = _node(request)
-    with _trail(request, p) as trail:
+    with audit_trail(request, p) as trail:
         access.accept_dua(s, node.store(), request_id, user, sha256=body.sha256,
                           within_irb=node.settings.grant_within_irb, audit=trail,
                           tz=node.settings.tz)

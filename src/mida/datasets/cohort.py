@@ -61,6 +61,7 @@ from sqlalchemy import Integer, and_, case, cast, exists, false, func, not_, or_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from mida.annotations.store import latest_revisions
 from mida.catalog.dicomquery import like_pattern
 from mida.catalog.models import (
     Annotation,
@@ -404,13 +405,6 @@ def _feature_test(name: str, op: str, values: tuple[Literal, ...], expr: str,
         or_(*conds)))
 
 
-def _latest_ann() -> Any:
-    last = (select(AnnotationRevision.annotation_id,
-                   func.max(AnnotationRevision.revision).label("rev"))
-            .group_by(AnnotationRevision.annotation_id).subquery())
-    return last
-
-
 def _ann_where(label: str) -> list[ColumnElement[bool]]:
     return [Annotation.label == label,
             or_(Annotation.series_id == Series.id,
@@ -450,11 +444,7 @@ class _Compiler:
         if "value" in kw:
             ids = self._series_with_value(label, kw)
             return Series.id.in_(ids) if ids else false()
-        last = _latest_ann()
-        q = (select(Annotation.id).join(last, last.c.annotation_id == Annotation.id)
-             .join(AnnotationRevision, and_(AnnotationRevision.annotation_id == Annotation.id,
-                                            AnnotationRevision.revision == last.c.rev))
-             .where(*_ann_where(label)))
+        q = latest_revisions().with_only_columns(Annotation.id).where(*_ann_where(label))
         q = self._filter_kw(q, kw, c)
         return exists(q)
 
@@ -485,11 +475,7 @@ class _Compiler:
     def _latest_of(self, label: str, kw: dict[str, Any] | None = None
                    ) -> list[tuple[Annotation, AnnotationRevision, int]]:
         """Latest revisions of ``label`` with the series each counts for."""
-        last = _latest_ann()
-        q = (select(Annotation, AnnotationRevision, Series.id)
-             .join(last, last.c.annotation_id == Annotation.id)
-             .join(AnnotationRevision, and_(AnnotationRevision.annotation_id == Annotation.id,
-                                            AnnotationRevision.revision == last.c.rev))
+        q = (latest_revisions().add_columns(Series.id)
              .join(Study, Study.id == Annotation.study_id)
              .join(Series, or_(Series.id == Annotation.series_id,
                                and_(Annotation.series_id.is_(None),
@@ -508,9 +494,7 @@ class _Compiler:
             raise CohortSyntaxError(f"{c.name}() is a number: compare it with a number",
                                     self.expr, n.column)
         if c.name == "readers":
-            last = _latest_ann()
             cnt = (select(func.count(func.distinct(Annotation.reader)))
-                   .join(last, last.c.annotation_id == Annotation.id)
                    .where(*_ann_where(label)).correlate(Series, Study).scalar_subquery())
             return _compare(cnt, n.op, v, "number", self.expr, n.column)
         scores = self._agreement(label)
@@ -608,11 +592,12 @@ def counts_of(s: Session, ids: Iterable[int], expression: str = "") -> CohortCou
     studies: set[int] = set()
     sets: dict[tuple[str, str, str], set[int]] = defaultdict(set)
     nums: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    inst = (select(Instance.series_id, func.count(Instance.id).label("n"),
-                   func.coalesce(func.sum(Instance.size), 0).label("b"))
-            .group_by(Instance.series_id).subquery())
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
+        # instances and bytes of this chunk's series only (not a group-by of the whole table)
+        inst = (select(Instance.series_id, func.count(Instance.id).label("n"),
+                       func.coalesce(func.sum(Instance.size), 0).label("b"))
+                .where(Instance.series_id.in_(chunk)).group_by(Instance.series_id).subquery())
         rows = s.execute(
             select(Series.id, Study.id, Patient.id, Collection.name, Series.Modality,
                    Patient.PatientSex, _age_years(), func.coalesce(inst.c.n, 0),

@@ -34,6 +34,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 import mida
+from mida.annotations.store import latest_revisions
 from mida.catalog.models import (
     Annotation,
     AnnotationRevision,
@@ -179,19 +180,13 @@ def _stratum(label: str, anns: list[dict[str, Any]]) -> str:
 
 def _annotations(s: Session, series_ids: list[int], study_ids: set[int],
                  statuses: Sequence[str]) -> list[tuple[Annotation, AnnotationRevision]]:
-    last = (select(AnnotationRevision.annotation_id,
-                   func.max(AnnotationRevision.revision).label("rev"))
-            .group_by(AnnotationRevision.annotation_id).subquery())
     out: list[tuple[Annotation, AnnotationRevision]] = []
     sids, stids = list(series_ids), list(study_ids)
     for i in range(0, max(len(sids), len(stids), 1), 500):
         a, b = sids[i:i + 500], stids[i:i + 500]
         if not a and not b:
             break
-        q = (select(Annotation, AnnotationRevision)
-             .join(last, last.c.annotation_id == Annotation.id)
-             .join(AnnotationRevision, and_(AnnotationRevision.annotation_id == Annotation.id,
-                                            AnnotationRevision.revision == last.c.rev))
+        q = (latest_revisions()
              .where(AnnotationRevision.status.in_(statuses),
                     or_(Annotation.series_id.in_(a),
                         and_(Annotation.series_id.is_(None), Annotation.study_id.in_(b)))))
@@ -277,10 +272,9 @@ def create(s: Session, store: BlobStore, name: str, version: str, *,
     study_ids = {r[1].id for r in rows}
     anns = _annotations(s, members, study_ids, statuses)
     schema_ids = sorted({a.schema_id for a, _ in anns})
-    schemas = {f"{x.name}@{x.version}": x.body for x in
-               s.scalars(select(LabelSchema).where(LabelSchema.id.in_(schema_ids)))}
-    schema_ref = {x.id: f"{x.name}@{x.version}" for x in
-                  s.scalars(select(LabelSchema).where(LabelSchema.id.in_(schema_ids)))}
+    schema_rows = list(s.scalars(select(LabelSchema).where(LabelSchema.id.in_(schema_ids))))
+    schemas = {f"{x.name}@{x.version}": x.body for x in schema_rows}
+    schema_ref = {x.id: f"{x.name}@{x.version}" for x in schema_rows}
     series_uid = {r[0].id: r[0].SeriesInstanceUID for r in rows}
     study_uid = {r[1].id: r[1].StudyInstanceUID for r in rows}
     ann_list: list[dict[str, Any]] = []

@@ -195,15 +195,8 @@ def features_of(s: Session, series_uid: str, *,
     NotFoundError
         The series is not in the catalog.
     """
-    series = s.scalars(select(Series).where(Series.SeriesInstanceUID == series_uid)).first()
-    if series is None:
-        raise NotFoundError(f"no series {series_uid} in the catalog; series UIDs are the "
-                            "catalog's pseudonyms ('mida ls series')")
-    q = select(Feature).where(Feature.series_id == series.id)
-    if family is not None:
-        q = q.where(Feature.family == family)
     out: dict[str, dict[str, dict[str, float | str]]] = {}
-    for f in s.scalars(q.order_by(Feature.family, Feature.region, Feature.name)):
+    for f in _stored(s, series_uid, family):
         value: float | str | None = f.value_num if f.value_num is not None else f.value_text
         if value is not None:
             out.setdefault(f.family, {}).setdefault(f.region, {})[f.name] = value
@@ -212,6 +205,14 @@ def features_of(s: Session, series_uid: str, *,
 
 def feature_rows(s: Session, series_uid: str, *, family: str | None = None) -> list[dict[str, Any]]:
     """A series' stored values as flat rows (family, region, name, value, extractor)."""
+    return [{"family": f.family, "region": f.region, "name": f.name,
+             "value": f.value_num if f.value_num is not None else f.value_text,
+             "extractor": f.extractor}
+            for f in _stored(s, series_uid, family)]
+
+
+def _stored(s: Session, series_uid: str, family: str | None) -> list[Feature]:
+    """A series' feature rows in (family, region, name) order; NotFoundError without it."""
     series = s.scalars(select(Series).where(Series.SeriesInstanceUID == series_uid)).first()
     if series is None:
         raise NotFoundError(f"no series {series_uid} in the catalog; series UIDs are the "
@@ -219,10 +220,7 @@ def feature_rows(s: Session, series_uid: str, *, family: str | None = None) -> l
     q = select(Feature).where(Feature.series_id == series.id)
     if family is not None:
         q = q.where(Feature.family == family)
-    return [{"family": f.family, "region": f.region, "name": f.name,
-             "value": f.value_num if f.value_num is not None else f.value_text,
-             "extractor": f.extractor}
-            for f in s.scalars(q.order_by(Feature.family, Feature.region, Feature.name))]
+    return list(s.scalars(q.order_by(Feature.family, Feature.region, Feature.name)))
 
 
 def list_features(s: Session, family: str | None = None, *,

@@ -162,12 +162,14 @@ def render_frame(ds: Dataset, frame: int = 1) -> np.ndarray:
 
 # ----------------------------------------------------------------- export
 
-def _rle(mask2d: np.ndarray) -> dict[str, Any]:
+def rle_of(mask2d: np.ndarray) -> dict[str, Any]:
+    """A 2D mask as COCO compressed RLE (counts as text, as COCO JSON stores it)."""
     rle = mask_utils.encode(np.asfortranarray(mask2d.astype(np.uint8)))
     return {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _poly_stats(flat: list[float], h: int, w: int) -> tuple[list[float], float]:
+def poly_stats(flat: list[float], h: int, w: int) -> tuple[list[float], float]:
+    """A polygon's COCO ``bbox`` and pixel ``area`` on an ``h`` x ``w`` image."""
     rle = mask_utils.merge(mask_utils.frPyObjects([flat], h, w))
     xs, ys = flat[0::2], flat[1::2]
     bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
@@ -250,7 +252,7 @@ def export(node: Any, options: ExportOptions, *, images: bool = True) -> ExportR
                     area = round((x1 - x0) * (y1 - y0), 3)
                 else:
                     flat = [float(c) for p in rev.data["points"] for c in p]
-                    bbox, area = _poly_stats(flat, h, w)
+                    bbox, area = poly_stats(flat, h, w)
                 anns.append({"id": len(anns) + 1, "image_id": image_id(inst, ann.frame or 1),
                              "category_id": category_id(ann), "bbox": bbox, "area": area,
                              "segmentation": [flat], "iscrowd": 0, "attributes": attrs})
@@ -263,7 +265,7 @@ def export(node: Any, options: ExportOptions, *, images: bool = True) -> ExportR
             mask = store.load_mask(blob, rev)
             for k in np.flatnonzero(mask.any(axis=(1, 2))):
                 sl = g.slices[int(k)]
-                rle = _rle(mask[k])
+                rle = rle_of(mask[k])
                 enc = dict(rle, counts=rle["counts"].encode("ascii"))
                 anns.append({
                     "id": len(anns) + 1,

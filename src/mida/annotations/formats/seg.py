@@ -380,7 +380,7 @@ def _rgb_hex(cielab: Sequence[int] | None) -> str | None:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _hex_lab(colour: str) -> hd.color.CIELabColor:
+def hex_lab(colour: str) -> hd.color.CIELabColor:
     r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
     return hd.color.CIELabColor.from_rgb(r, g, b)
 
@@ -758,7 +758,7 @@ def export_series(s: Session, node: Node, series: Series, reader: str,
             segmented_property_type=_hd_code(lb.concept),
             algorithm_type=algo_type, algorithm_identification=algo_id,
             tracking_uid=ann.uid, tracking_id=f"{lb.name} {ann.uid}"[:64],
-            display_color=_hex_lab(lb.colour)))
+            display_color=hex_lab(lb.colour)))
     entropy = [f"{a.uid}:{r.revision}" for a, r, _, _ in segs]
     try:
         seg = hd.seg.Segmentation(

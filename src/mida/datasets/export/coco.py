@@ -45,7 +45,7 @@ class CocoExporter(Exporter):
     summary = "COCO: PNG per 2D image or annotated slice + one COCO JSON per split"
 
     def series(self, item: SeriesItem) -> Record:
-        from mida.annotations.formats.coco import _poly_stats, _rle
+        from mida.annotations.formats.coco import poly_stats, rle_of
 
         cats = self.ctx.labels
         shapes = [a for a in item.annotations
@@ -72,7 +72,7 @@ class CocoExporter(Exporter):
                     area = round((x1 - x0) * (y1 - y0), 3)
                 else:
                     flat = [float(c) for p in data["points"] for c in p]
-                    bbox, area = _poly_stats(flat, h, w)
+                    bbox, area = poly_stats(flat, h, w)
                 keys[(sop, frame)] = None
                 anns.append({"image": f"{sop}/{frame}", "category_id": cat, "bbox": bbox,
                              "area": area, "segmentation": [flat], "iscrowd": 0,
@@ -81,7 +81,7 @@ class CocoExporter(Exporter):
             from pycocotools import mask as mask_utils
 
             for (sop, frame), m2 in item.slice_masks(a).items():
-                rle = _rle(m2)
+                rle = rle_of(m2)
                 enc = dict(rle, counts=rle["counts"].encode("ascii"))
                 keys[(sop, frame)] = None
                 anns.append({"image": f"{sop}/{frame}", "category_id": cat,

@@ -85,7 +85,7 @@ class DicomExporter(Exporter):
         import highdicom as hd
         import numpy as np
 
-        from mida.annotations.formats.seg import _hex_lab, person_name, safe_error
+        from mida.annotations.formats.seg import hex_lab, person_name, safe_error
 
         geo = SeriesGeometry.from_json(anns[0]["geometry"])
         same = [a for a in anns if SeriesGeometry.from_json(a["geometry"]).slices == geo.slices]
@@ -119,7 +119,7 @@ class DicomExporter(Exporter):
                     name=a["reader"], family=_ai_family(),
                     version=a.get("model_version") or "unknown") if model else None,
                 tracking_uid=a["uid"], tracking_id=f"{lb.name} {a['uid']}"[:64],
-                display_color=_hex_lab(lb.colour)))
+                display_color=hex_lab(lb.colour)))
         entropy = [f"{a['uid']}:{a['revision']}" for a in same]
         when = dt.datetime.fromisoformat(self.ctx.manifest["created"]).replace(tzinfo=None)
         try:
